@@ -29,3 +29,29 @@ const char *tg_errname(int err)
         return "TG_EUNKNOWN";
     }
 }
+
+int tg_api_error_status(int code)
+{
+    switch (code) {
+#define XX(name, num, status, kname)                                                               \
+    case num:                                                                                      \
+        return status;
+        TG_API_ERROR_MAP(XX)
+#undef XX
+    default:
+        return 500;
+    }
+}
+
+const char *tg_api_error_name(int code)
+{
+    switch (code) {
+#define XX(name, num, status, kname)                                                               \
+    case num:                                                                                      \
+        return kname;
+        TG_API_ERROR_MAP(XX)
+#undef XX
+    default:
+        return "database error";
+    }
+}
