@@ -1,22 +1,397 @@
+/*
+ * cp.c — the control plane's commands: start (embedded or external
+ * PostgreSQL, migrations under a lock, worker pool, Admin API listeners,
+ * clean shutdown on SIGINT/SIGTERM), migrate, and admin-token.
+ */
 #include "cp.h"
+#include "admin.h"
+#include "alloc.h"
+#include "config.h"
+#include "crypto.h"
+#include "dao.h"
+#include "db.h"
 #include "error.h"
+#include "log.h"
+#include "migrate.h"
+#include "pg_embedded.h"
+#include "tls.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_LISTENERS 8
+#define PURGE_INTERVAL_MS 10000
+
+typedef struct cp_state {
+    uv_loop_t loop;
+    tg_pg_embedded_t *pg;
+    char *conninfo;
+    tg_admin_t admin;
+    tg_http_server_t *servers[MAX_LISTENERS];
+    int nservers;
+    SSL_CTX *admin_ssl;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t purge_timer;
+    tg_job_t purge_job;
+    bool purge_running;
+} cp_state_t;
+
+/* ---------------------------------------------------------------- database bootstrap */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char *copy = tg_strdup(path);
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(copy, mode) != 0 && errno != EEXIST) { free(copy); return -TG_ESYS; }
+        *p = '/';
+    }
+    int rc = mkdir(copy, mode) != 0 && errno != EEXIST ? -TG_ESYS : 0;
+    free(copy);
+    return rc;
+}
+
+/* Embedded PostgreSQL when pg_host is empty, else the configured server. */
+static int open_database(cp_state_t *cp)
+{
+    char err[1024];
+    if (*tg_config_get(TG_CONF_pg_host)) {
+        cp->conninfo = tg_db_conninfo_from_config();
+        return 0;
+    }
+    char conninfo[1024];
+    if (tg_pg_embedded_start(tg_config_get(TG_CONF_prefix), tg_config_get(TG_CONF_pg_embedded_user), &cp->pg,
+                             conninfo, sizeof(conninfo), err, sizeof(err)) != 0) {
+        TG_LOGE("cp", "embedded PostgreSQL: %s", err);
+        return -TG_EDBDOWN;
+    }
+    cp->conninfo = tg_strdup(conninfo);
+    return 0;
+}
+
+/* Connects, retrying for a while: PostgreSQL may still be starting (compose, systemd). */
+static int connect_retry(tg_db_t *db, const char *conninfo)
+{
+    char err[1024] = "";
+    for (int attempt = 0; attempt < 30; attempt++) {
+        if (tg_db_open(db, conninfo, err, sizeof(err)) == 0) return 0;
+        tg_db_close(db);
+        if (attempt == 0) TG_LOGW("cp", "%s (retrying)", err);
+        sleep(1);
+    }
+    TG_LOGE("cp", "%s", err);
+    return -TG_EDBDOWN;
+}
+
+static int migrate(tg_db_t *db)
+{
+    size_t n;
+    const tg_migration_t *m = tg_migrate_builtin(&n);
+    char err[1024];
+    int applied = tg_migrate_apply(db->conn, m, n, err, sizeof(err));
+    if (applied < 0) {
+        TG_LOGE("cp", "migrations failed: %s", err);
+        return applied;
+    }
+    if (applied > 0) TG_LOGN("cp", "applied %d migration(s)", applied);
+    return 0;
+}
+
+static int default_cp_id(tg_db_t *db, char out[37])
+{
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(db, &err, "SELECT id::text FROM control_planes WHERE name = 'default'", 0, NULL);
+    if (!res || PQntuples(res) != 1) {
+        if (res) PQclear(res);
+        TG_LOGE("cp", "the default control plane is missing");
+        return -TG_EDB;
+    }
+    snprintf(out, 37, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+/* A stable node id kept under the prefix (or the configured one). */
+static void load_node_id(char out[37])
+{
+    if (*tg_config_get(TG_CONF_node_id)) {
+        snprintf(out, 37, "%s", tg_config_get(TG_CONF_node_id));
+        return;
+    }
+    char *path = tg_config_prefix_path("node_id");
+    FILE *f = fopen(path, "r");
+    if (f && fscanf(f, "%36s", out) == 1 && tg_uuid_valid(tg_str_from(out))) {
+        fclose(f);
+        free(path);
+        return;
+    }
+    if (f) fclose(f);
+    tg_uuid_v4(out);
+    f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%s\n", out);
+        fclose(f);
+    }
+    free(path);
+}
+
+/* ---------------------------------------------------------------- listeners */
+
+static int admin_tls_ctx(cp_state_t *cp)
+{
+    char err[512];
+    char *cert = *tg_config_get(TG_CONF_admin_ssl_cert) ? tg_strdup(tg_config_get(TG_CONF_admin_ssl_cert))
+                                                        : tg_config_prefix_path("certs/admin.crt");
+    char *key = *tg_config_get(TG_CONF_admin_ssl_cert_key) ? tg_strdup(tg_config_get(TG_CONF_admin_ssl_cert_key))
+                                                           : tg_config_prefix_path("certs/admin.key");
+    int rc = 0;
+    if (!*tg_config_get(TG_CONF_admin_ssl_cert) &&
+        tg_selfsigned_cert_ensure(cp->admin.hostname, cert, key, err, sizeof(err)) != 0) {
+        TG_LOGE("cp", "admin certificate: %s", err);
+        rc = -TG_ECONFIG;
+    } else if (!(cp->admin_ssl = tg_tls_server_ctx_new(cert, key, err, sizeof(err)))) {
+        TG_LOGE("cp", "admin TLS: %s", err);
+        rc = -TG_ECONFIG;
+    }
+    free(cert);
+    free(key);
+    return rc;
+}
+
+static int start_admin(cp_state_t *cp)
+{
+    tg_listen_addr_t l[MAX_LISTENERS];
+    int n = tg_config_listeners(TG_CONF_admin_listen, l, MAX_LISTENERS);
+    uint64_t body_max;
+    if (n < 0 || tg_config_size(TG_CONF_admin_body_max, &body_max) != 0) {
+        TG_LOGE("cp", "invalid admin_listen or admin_body_max");
+        return -TG_ECONFIG;
+    }
+    for (int i = 0; i < n; i++) {
+        if (l[i].ssl && !cp->admin_ssl && admin_tls_ctx(cp) != 0) return -TG_ECONFIG;
+        tg_http_server_opts_t opts = {
+            .max_body_size = body_max,
+            .ssl_ctx = l[i].ssl ? cp->admin_ssl : NULL,
+            .server_header = "tollgate/" TG_VERSION,
+            .on_request = l[i].ssl ? tg_admin_on_request_tls : tg_admin_on_request,
+            .udata = &cp->admin,
+        };
+        tg_http_server_t *s = tg_http_server_create(&cp->loop, &opts);
+        if (!s || tg_http_server_listen(s, l[i].host, l[i].port) != 0) {
+            TG_LOGE("cp", "cannot listen on %s:%d", l[i].host, l[i].port);
+            if (s) tg_http_server_close(s);
+            return -TG_EIO;
+        }
+        cp->servers[cp->nservers++] = s;
+        TG_LOGN("cp", "Admin API listening on %s:%d%s", l[i].host, l[i].port, l[i].ssl ? " (https, admin token required)" : "");
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- timers and signals */
+
+static void purge_run(tg_job_t *job, tg_db_t *db)
+{
+    cp_state_t *cp = (cp_state_t *)((char *)job - offsetof(cp_state_t, purge_job));
+    tg_dao_t dao;
+    tg_dao_init(&dao, db, cp->admin.cp_id, cp->admin.keyring);
+    int n = tg_dao_purge_expired(&dao);
+    if (n > 0) TG_LOGI("cp", "purged %d expired credential(s)", n);
+    tg_dao_reset(&dao);
+}
+
+static void purge_done(tg_job_t *job)
+{
+    cp_state_t *cp = (cp_state_t *)((char *)job - offsetof(cp_state_t, purge_job));
+    cp->purge_running = false;
+}
+
+static void on_purge_timer(uv_timer_t *t)
+{
+    cp_state_t *cp = t->data;
+    if (cp->purge_running) return;
+    cp->purge_running = true;
+    cp->purge_job.run = purge_run;
+    cp->purge_job.done = purge_done;
+    tg_workers_submit(cp->admin.workers, &cp->purge_job);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    cp_state_t *cp = sig->data;
+    TG_LOGN("cp", "received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    for (int i = 0; i < cp->nservers; i++) tg_http_server_close(cp->servers[i]);
+    cp->nservers = 0;
+    uv_timer_stop(&cp->purge_timer);
+    uv_close((uv_handle_t *)&cp->purge_timer, NULL);
+    uv_close((uv_handle_t *)&cp->sigint, NULL);
+    uv_close((uv_handle_t *)&cp->sigterm, NULL);
+    tg_workers_stop(cp->admin.workers);
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static int prepare_prefix(void)
+{
+    const char *prefix = tg_config_get(TG_CONF_prefix);
+    if (mkdir_p(prefix, 0755) != 0) {
+        TG_LOGE("cp", "cannot create prefix %s: %s", prefix, strerror(errno));
+        return -TG_ESYS;
+    }
+    return 0;
+}
+
+static int load_keyring(uint8_t key[32])
+{
+    char err[512];
+    char *path = tg_config_prefix_path("keyring.key");
+    int rc = tg_keyring_load(tg_config_get(TG_CONF_keyring_key), path, key, err, sizeof(err));
+    free(path);
+    if (rc != 0) TG_LOGE("cp", "keyring: %s", err);
+    return rc;
+}
+
+/* Everything up to a migrated database; used by start, migrate and admin-token. */
+static int bootstrap(cp_state_t *cp, tg_db_t *db)
+{
+    if (prepare_prefix() || open_database(cp)) return -1;
+    if (connect_retry(db, cp->conninfo) || migrate(db)) return -1;
+    return 0;
+}
+
+static void teardown(cp_state_t *cp, tg_db_t *db)
+{
+    tg_db_close(db);
+    if (cp->pg) tg_pg_embedded_stop(cp->pg);
+    free(cp->conninfo);
+}
 
 int tg_cp_cmd_start(int argc, char **argv)
 {
-    fprintf(stderr, "tollgate: cp start: not built yet\n");
-    return -TG_EUNSUPPORTED;
+    static cp_state_t cp;
+    tg_db_t db = {0};
+    long pool;
+    signal(SIGPIPE, SIG_IGN);
+    if (tg_config_int(TG_CONF_pg_pool_size, 1, 256, &pool) != 0) {
+        TG_LOGE("cp", "pg_pool_size must be an integer between 1 and 256");
+        return -TG_ECONFIG;
+    }
+    gethostname(cp.admin.hostname, sizeof(cp.admin.hostname) - 1);
+    int rc = bootstrap(&cp, &db);
+    if (!rc) rc = load_keyring(cp.admin.keyring);
+    if (!rc) rc = default_cp_id(&db, cp.admin.cp_id);
+    load_node_id(cp.admin.node_id);
+    uv_loop_init(&cp.loop);
+    if (!rc) {
+        cp.admin.workers = tg_workers_start(&cp.loop, (int)pool, cp.conninfo);
+        rc = start_admin(&cp);
+        if (rc) on_signal(&cp.sigint, SIGTERM);
+    }
+    if (!rc) {
+        uv_signal_init(&cp.loop, &cp.sigint);
+        uv_signal_init(&cp.loop, &cp.sigterm);
+        cp.sigint.data = cp.sigterm.data = &cp;
+        uv_signal_start(&cp.sigint, on_signal, SIGINT);
+        uv_signal_start(&cp.sigterm, on_signal, SIGTERM);
+        uv_timer_init(&cp.loop, &cp.purge_timer);
+        cp.purge_timer.data = &cp;
+        uv_timer_start(&cp.purge_timer, on_purge_timer, PURGE_INTERVAL_MS, PURGE_INTERVAL_MS);
+        TG_LOGN("cp", "control plane %s ready (node %s)", cp.admin.cp_id, cp.admin.node_id);
+        uv_run(&cp.loop, UV_RUN_DEFAULT);
+    }
+    uv_run(&cp.loop, UV_RUN_DEFAULT); /* let closing handles finish */
+    uv_loop_close(&cp.loop);
+    if (cp.admin_ssl) SSL_CTX_free(cp.admin_ssl);
+    teardown(&cp, &db);
+    TG_LOGN("cp", "stopped");
+    return rc;
 }
 
 int tg_cp_cmd_migrate(int argc, char **argv)
 {
-    fprintf(stderr, "tollgate: cp migrate: not built yet\n");
-    return -TG_EUNSUPPORTED;
+    cp_state_t cp = {0};
+    tg_db_t db = {0};
+    int rc = bootstrap(&cp, &db);
+    if (!rc) printf("database is up to date\n");
+    teardown(&cp, &db);
+    return rc;
+}
+
+static int token_create(tg_db_t *db, const char *name)
+{
+    uint8_t raw[24];
+    tg_random_bytes(raw, sizeof(raw));
+    char *b64 = tg_base64_encode(raw, sizeof(raw));
+    for (char *p = b64; *p; p++) /* URL- and header-safe alphabet */
+        if (*p == '+') *p = '-';
+        else if (*p == '/') *p = '_';
+    char *token = tg_asprintf("tgat_%s", b64);
+    uint8_t d[TG_SHA256_LEN];
+    tg_sha256(token, strlen(token), d);
+    char hex[2 * TG_SHA256_LEN + 3] = "\\x", id[TG_UUID_STR_LEN + 1];
+    tg_hex_encode(d, sizeof(d), hex + 2);
+    tg_uuid_v4(id);
+    const char *params[] = {id, name, hex};
+    tg_db_err_t err;
+    int rc = tg_db_run(db, &err, "INSERT INTO admin_tokens (id, name, token_digest) VALUES ($1, $2, $3::bytea)", 3, params);
+    if (rc == 0) printf("%s\n", token);
+    else fprintf(stderr, "tollgate: cannot store the token: %s\n", err.message);
+    free(b64);
+    free(token);
+    return rc;
+}
+
+static int token_list(tg_db_t *db)
+{
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(db, &err, "SELECT id, name, created_at, coalesce(last_used_at::text, '-') FROM admin_tokens ORDER BY created_at", 0, NULL);
+    if (!res) return err.code;
+    printf("%-36s  %-20s  %-30s  %s\n", "ID", "NAME", "CREATED", "LAST USED");
+    for (int i = 0; i < PQntuples(res); i++)
+        printf("%-36s  %-20s  %-30s  %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
+    PQclear(res);
+    return 0;
+}
+
+static int token_revoke(tg_db_t *db, const char *id)
+{
+    if (!tg_uuid_valid(tg_str_from(id))) {
+        fprintf(stderr, "tollgate: '%s' is not a token id\n", id);
+        return -TG_EINVAL;
+    }
+    const char *params[] = {id};
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(db, &err, "DELETE FROM admin_tokens WHERE id = $1::uuid", 1, params);
+    if (!res) return err.code;
+    int n = atoi(PQcmdTuples(res));
+    PQclear(res);
+    if (n == 0) fprintf(stderr, "tollgate: no admin token with id %s\n", id);
+    return n ? 0 : -TG_ENOTFOUND;
 }
 
 int tg_cp_cmd_admin_token(int argc, char **argv)
 {
-    fprintf(stderr, "tollgate: cp admin-token: not built yet\n");
-    return -TG_EUNSUPPORTED;
+    const char *verb = argc > 0 ? argv[0] : "";
+    const char *name = "admin";
+    if (strcmp(verb, "create") == 0 && argc == 3 && strcmp(argv[1], "--name") == 0) name = argv[2];
+    else if (!((strcmp(verb, "create") == 0 && argc == 1) || (strcmp(verb, "list") == 0 && argc == 1) ||
+               (strcmp(verb, "revoke") == 0 && argc == 2))) {
+        fprintf(stderr, "usage: tollgate cp admin-token create [--name NAME] | list | revoke ID\n");
+        return -TG_EINVAL;
+    }
+    cp_state_t cp = {0};
+    tg_db_t db = {0};
+    int rc = bootstrap(&cp, &db);
+    if (!rc && strcmp(verb, "create") == 0) rc = token_create(&db, name);
+    else if (!rc && strcmp(verb, "list") == 0) rc = token_list(&db);
+    else if (!rc) rc = token_revoke(&db, argv[1]);
+    teardown(&cp, &db);
+    return rc;
 }

@@ -1,0 +1,241 @@
+/*
+ * admin.c — Admin API plumbing: job dispatch to the worker pool, path and
+ * argument decoding, admin-token authentication, response rendering.
+ */
+#include "admin.h"
+#include "admin_request.h"
+#include "alloc.h"
+#include "crypto.h"
+#include "form.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct admin_job {
+    tg_job_t job;
+    tg_admin_t *admin;
+    tg_http_exchange_t *x;
+    const tg_http_request_t *req;
+    bool need_token;
+    int status;
+    char *body;
+    char allow[64];
+    uint64_t started_ns;
+} admin_job_t;
+
+/* ---------------------------------------------------------------- responses */
+
+void tg_admin_reply(tg_admin_req_t *r, int status, json_t *body)
+{
+    json_decref(r->body);
+    r->status = status;
+    r->body = body;
+}
+
+void tg_admin_reply_message(tg_admin_req_t *r, int status, const char *message)
+{
+    tg_admin_reply(r, status, json_pack("{s:s}", "message", message));
+}
+
+void tg_admin_reply_dao_error(tg_admin_req_t *r)
+{
+    tg_admin_reply(r, r->dao.status, json_incref(r->dao.error));
+}
+
+const char *tg_admin_query(const tg_admin_req_t *r, const char *name)
+{
+    return json_string_value(json_object_get(r->query, name));
+}
+
+/* ---------------------------------------------------------------- request decoding */
+
+static int count_header(const tg_http_request_t *req, const char *name)
+{
+    int n = 0;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (tg_str_caseeq(req->headers[i].name, tg_str_from(name))) n++;
+    return n;
+}
+
+static tg_str_t header(const tg_http_request_t *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (tg_str_caseeq(req->headers[i].name, tg_str_from(name))) return req->headers[i].value;
+    return TG_STR_NULL;
+}
+
+static bool media_is(tg_str_t ct, const char *type)
+{
+    size_t n = strlen(type);
+    if (ct.len < n || strncasecmp(ct.p, type, n) != 0) return false;
+    return ct.len == n || ct.p[n] == ';' || ct.p[n] == ' ';
+}
+
+json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s)
+{
+    const tg_http_request_t *req = r->http;
+    if (count_header(req, "Content-Type") > 1) {
+        tg_admin_reply_message(r, 400, "Multiple Content-Type headers not allowed");
+        return NULL;
+    }
+    tg_str_t ct = header(req, "Content-Type");
+    json_t *args = NULL;
+    if (ct.p && media_is(ct, "application/json")) {
+        json_error_t jerr;
+        args = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(args)) {
+            json_decref(args);
+            tg_admin_reply_message(r, 400, "Cannot parse JSON body");
+            return NULL;
+        }
+        return args;
+    }
+    if (req->body_len == 0) return json_object();
+    int rc;
+    if (ct.p && media_is(ct, "application/x-www-form-urlencoded"))
+        rc = tg_form_parse_urlencoded(req->body, req->body_len, &args);
+    else if (ct.p && media_is(ct, "multipart/form-data"))
+        rc = tg_form_parse_multipart(req->body, req->body_len, ct, &args);
+    else {
+        tg_admin_reply_message(r, 415, "Unsupported Media Type");
+        return NULL;
+    }
+    if (rc != 0) {
+        tg_admin_reply_message(r, 400, "Cannot parse request body");
+        return NULL;
+    }
+    if (s) tg_schema_coerce_form(s, args);
+    return args;
+}
+
+static int split_path(tg_admin_req_t *r)
+{
+    size_t n;
+    char *path = tg_url_decode(r->http->path.p, r->http->path.len, false, &n);
+    if (!path || memchr(path, '\0', n)) {
+        free(path);
+        return -1;
+    }
+    while (n > 1 && path[n - 1] == '/') path[--n] = '\0';
+    r->path = path;
+    char *copy = tg_strdup(path), *save = NULL;
+    for (char *seg = strtok_r(copy, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        if (r->nsegs == TG_ADMIN_MAX_SEGS) {
+            free(copy);
+            return 1; /* deeper than any endpoint: 404 */
+        }
+        r->segs[r->nsegs++] = tg_strdup(seg);
+    }
+    free(copy);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- authentication */
+
+/* HTTPS listeners: `Authorization: Bearer <token>`, checked against stored digests. */
+static bool token_ok(tg_admin_req_t *r)
+{
+    tg_str_t auth = header(r->http, "Authorization");
+    if (!auth.p || auth.len < 8 || strncasecmp(auth.p, "Bearer ", 7) != 0) return false;
+    uint8_t d[TG_SHA256_LEN];
+    tg_sha256(auth.p + 7, auth.len - 7, d);
+    char hex[2 * TG_SHA256_LEN + 3] = "\\x";
+    tg_hex_encode(d, sizeof(d), hex + 2);
+    const char *params[] = {hex};
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(r->db, &err,
+                               "UPDATE admin_tokens SET last_used_at = now() WHERE token_digest = $1::bytea"
+                               " RETURNING id", 1, params);
+    bool ok = res && PQntuples(res) == 1;
+    if (res) PQclear(res);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static void handle(tg_admin_req_t *r, bool need_token)
+{
+    int split = split_path(r);
+    if (split < 0) {
+        tg_admin_reply_message(r, 400, "Bad request");
+        return;
+    }
+    size_t qn = r->http->query.len;
+    if (tg_form_parse_urlencoded(r->http->query.p ? r->http->query.p : "", qn, &r->query) != 0) {
+        tg_admin_reply_message(r, 400, "Cannot parse query string");
+        return;
+    }
+    if (need_token && !token_ok(r)) {
+        tg_admin_reply_message(r, 401, "Unauthorized");
+        return;
+    }
+    if (split == 0 && (tg_admin_route_info(r) || tg_admin_route_entities(r))) return;
+    tg_admin_reply_message(r, 404, "Not found");
+}
+
+static uint64_t now_ns(void)
+{
+    return uv_hrtime();
+}
+
+static void job_run(tg_job_t *job, tg_db_t *db)
+{
+    admin_job_t *j = (admin_job_t *)job;
+    tg_admin_req_t r = {.admin = j->admin, .http = j->req, .db = db};
+    snprintf(r.method, sizeof(r.method), "%.*s", (int)j->req->method.len, j->req->method.p);
+    tg_dao_init(&r.dao, db, j->admin->cp_id, j->admin->keyring);
+    handle(&r, j->need_token);
+    j->status = r.status ? r.status : 500;
+    if (r.body) j->body = json_dumps(r.body, JSON_COMPACT);
+    if (r.allow) snprintf(j->allow, sizeof(j->allow), "%s", r.allow);
+    json_decref(r.body);
+    json_decref(r.query);
+    tg_dao_reset(&r.dao);
+    free(r.path);
+    for (int i = 0; i < r.nsegs; i++) free(r.segs[i]);
+}
+
+static void job_done(tg_job_t *job)
+{
+    admin_job_t *j = (admin_job_t *)job;
+    char latency[32];
+    snprintf(latency, sizeof(latency), "%llu", (unsigned long long)((now_ns() - j->started_ns) / 1000000));
+    tg_http_header_t hdrs[4];
+    size_t nh = 0;
+    hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Origin"), TG_STR("*")};
+    hdrs[nh++] = (tg_http_header_t){TG_STR("X-Tollgate-Admin-Latency"), tg_str_from(latency)};
+    if (j->body) hdrs[nh++] = (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
+    if (j->allow[0]) hdrs[nh++] = (tg_http_header_t){TG_STR("Allow"), tg_str_from(j->allow)};
+    tg_http_respond(j->x, j->status, hdrs, nh, j->body, j->body ? strlen(j->body) : 0);
+    atomic_fetch_sub(&j->admin->active_requests, 1);
+    free(j->body);
+    free(j);
+}
+
+static void submit(tg_http_exchange_t *x, const tg_http_request_t *req, tg_admin_t *admin, bool tls)
+{
+    admin_job_t *j = tg_calloc(1, sizeof(*j));
+    j->job.run = job_run;
+    j->job.done = job_done;
+    j->admin = admin;
+    j->x = x;
+    j->req = req;
+    j->need_token = tls;
+    j->started_ns = now_ns();
+    atomic_fetch_add(&admin->total_requests, 1);
+    atomic_fetch_add(&admin->active_requests, 1);
+    tg_workers_submit(admin->workers, &j->job);
+}
+
+void tg_admin_on_request(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin)
+{
+    submit(x, req, admin, false);
+}
+
+void tg_admin_on_request_tls(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin)
+{
+    submit(x, req, admin, true);
+}

@@ -1,0 +1,52 @@
+/*
+ * admin_request.h — what an Admin API handler sees and produces; shared by
+ * the admin_*.c files only. Handlers run on a worker thread.
+ */
+#ifndef TG_ADMIN_REQUEST_H
+#define TG_ADMIN_REQUEST_H
+
+#include "admin.h"
+#include "dao.h"
+
+#include <jansson.h>
+
+#define TG_ADMIN_MAX_SEGS 8
+
+typedef struct tg_admin_req {
+    tg_admin_t *admin;
+    const tg_http_request_t *http;
+    tg_db_t *db;
+    tg_dao_t dao;
+    char method[16];
+    char *path;                       /* decoded path without trailing slash */
+    char *segs[TG_ADMIN_MAX_SEGS];    /* decoded segments */
+    int nsegs;
+    json_t *query;                    /* query arguments (strings) */
+    /* the response */
+    int status;
+    json_t *body;                     /* NULL = no body */
+    const char *allow;                /* methods for 405 */
+} tg_admin_req_t;
+
+/* Sets the response; takes ownership of body. */
+void tg_admin_reply(tg_admin_req_t *r, int status, json_t *body);
+void tg_admin_reply_message(tg_admin_req_t *r, int status, const char *message);
+/* Replies with the DAO's last failure. */
+void tg_admin_reply_dao_error(tg_admin_req_t *r);
+/* Query argument as a string (NULL if absent or not a string). */
+const char *tg_admin_query(const tg_admin_req_t *r, const char *name);
+/*
+ * Decodes the request body into an argument object (JSON, urlencoded or
+ * multipart; the latter two coerced with schema s). Returns NULL after
+ * replying with 400/415 when the body is unacceptable.
+ */
+json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s);
+
+/* Entity endpoints (admin_entities.c): returns 1 if the path was an entity path. */
+int tg_admin_route_entities(tg_admin_req_t *r);
+/* Informational endpoints (admin_info.c): /, /status, /schemas, /endpoints, /tags ... */
+int tg_admin_route_info(tg_admin_req_t *r);
+/* The list of endpoint templates, for GET /endpoints (new reference). */
+json_t *tg_admin_endpoint_list(void);
+
+#endif
