@@ -190,6 +190,8 @@ static json_t *check_scalar(const tg_field_t *f, const json_t *v)
     if (f->type == TG_T_STRING) {
         const char *s = json_string_value(v);
         size_t len = json_string_length(v);
+        size_t max = f->len_max ? f->len_max : TG_SCHEMA_STRING_MAX;
+        if (len > max) return err_str("length must be at most %zu", max);
         if (f->len_min && len < f->len_min) {
             if (f->len_min == 1 && len == 0) return json_string("length must be at least 1");
             return err_str("length must be at least %zu", f->len_min);
@@ -218,6 +220,9 @@ static json_t *validate_value(const tg_field_t *f, const json_t *v, const json_t
 /* Arrays and sets: element errors come back as an array aligned with the input. */
 static json_t *validate_list(const tg_field_t *f, const json_t *v, const vctx_t *cx, json_t **out)
 {
+    size_t max = f->len_max ? f->len_max : TG_SCHEMA_LIST_MAX;
+    if (json_array_size(v) > max) return err_str("length must be at most %zu", max);
+    if (f->len_min && json_array_size(v) < f->len_min) return err_str("length must be at least %zu", f->len_min);
     json_t *res = json_array(), *errs = NULL;
     size_t i, j;
     json_t *el, *prev;
@@ -243,6 +248,8 @@ static json_t *validate_list(const tg_field_t *f, const json_t *v, const vctx_t 
 
 static json_t *validate_map(const tg_field_t *f, const json_t *v, const vctx_t *cx, json_t **out)
 {
+    size_t max = f->len_max ? f->len_max : TG_SCHEMA_LIST_MAX;
+    if (json_object_size(v) > max) return err_str("length must be at most %zu", max);
     json_t *res = json_object(), *errs = NULL;
     const char *k;
     json_t *el;
@@ -387,6 +394,10 @@ static void validate_field(const tg_field_t *f, const json_t *in, json_t *res, j
 {
     json_t *v = json_object_get(in, f->name), *norm = NULL, *e = NULL;
     if (f->flags & TG_F_INPUT_ONLY) return;
+    /* An unknown plugin is reported once, on `name`; its config cannot be judged. */
+    if ((f->flags & (TG_F_PLUGIN_CONFIG | TG_F_PLUGIN_PROTOCOLS)) &&
+        !tg_plugin_find(json_string_value(json_object_get(in, "name"))))
+        return;
     if (!v) {
         norm = default_value(f, in, cx, &e);
     } else if (json_is_null(v)) {

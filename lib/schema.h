@@ -63,6 +63,7 @@ struct tg_field {
     const char *dflt;              /* default as JSON text; NULL = none */
     double min, max;               /* with TG_F_BETWEEN / TG_F_GT */
     size_t len_min;                /* strings: minimum length (1 = must not be empty) */
+    size_t len_max;                /* strings, arrays, sets, maps: maximum length (0 = the default) */
     const char *const *one_of;     /* NULL-terminated accepted values */
     const tg_field_t *elem;        /* array/set/map element description */
     const tg_schema_t *rec;        /* record fields, or the referenced schema of a foreign */
@@ -82,6 +83,13 @@ struct tg_schema {
     bool ttl;                      /* accepts `ttl` seconds; expired rows are invisible */
     bool has_updated_at;
 };
+
+/*
+ * Caps for fields that set no len_max, so that no request can make us store
+ * megabytes in one entity. Kong sets none; these are far above real use.
+ */
+#define TG_SCHEMA_STRING_MAX 65536
+#define TG_SCHEMA_LIST_MAX 1000
 
 enum tg_schema_op { TG_OP_INSERT, TG_OP_UPSERT, TG_OP_UPDATE };
 
