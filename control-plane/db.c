@@ -47,8 +47,15 @@ int tg_db_open(tg_db_t *db, const char *conninfo, char *err, size_t errlen)
     return 0;
 }
 
+static void forget_statements(tg_db_t *db)
+{
+    for (int i = 0; i < db->nstmts; i++) free(db->stmts[i].sql);
+    db->nstmts = 0;
+}
+
 void tg_db_close(tg_db_t *db)
 {
+    forget_statements(db);
     if (db->conn) PQfinish(db->conn);
     free(db->conninfo);
     db->conn = NULL;
@@ -58,10 +65,12 @@ void tg_db_close(tg_db_t *db)
 int tg_db_ensure(tg_db_t *db)
 {
     if (db->conn && PQstatus(db->conn) == CONNECTION_OK) return 0;
+    forget_statements(db); /* prepared statements die with the session */
+    bool first = db->conn == NULL;
     if (db->conn) PQreset(db->conn);
     else db->conn = PQconnectdb(db->conninfo);
     if (PQstatus(db->conn) == CONNECTION_OK) {
-        TG_LOGN("db", "reconnected to PostgreSQL");
+        if (!first) TG_LOGN("db", "reconnected to PostgreSQL");
         return 0;
     }
     return -TG_EDBDOWN;
@@ -87,6 +96,37 @@ static void fill_err(tg_db_t *db, const PGresult *res, tg_db_err_t *err)
     err->code = down ? -TG_EDBDOWN : -TG_EDB;
 }
 
+static unsigned long hash_sql(const char *s)
+{
+    unsigned long h = 5381;
+    while (*s) h = h * 33 + (unsigned char)*s++;
+    return h;
+}
+
+/* The prepared name for sql ("s<N>"), preparing it on first use; NULL if it cannot be prepared. */
+static const char *prepared(tg_db_t *db, const char *sql, int nparams, char name[16], tg_db_err_t *err)
+{
+    unsigned long h = hash_sql(sql);
+    for (int i = 0; i < db->nstmts; i++) {
+        if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0) {
+            snprintf(name, 16, "s%d", i);
+            return name;
+        }
+    }
+    if (db->nstmts == TG_DB_STMT_CACHE) return NULL; /* full: run unprepared */
+    snprintf(name, 16, "s%d", db->nstmts);
+    PGresult *res = PQprepare(db->conn, name, sql, nparams, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        fill_err(db, res, err);
+        PQclear(res);
+        return NULL;
+    }
+    PQclear(res);
+    db->stmts[db->nstmts].sql = tg_strdup(sql);
+    db->stmts[db->nstmts++].hash = h;
+    return name;
+}
+
 PGresult *tg_db_exec(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams,
                      const char *const *params)
 {
@@ -96,7 +136,13 @@ PGresult *tg_db_exec(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams
         snprintf(err->message, sizeof(err->message), "%s", PQerrorMessage(db->conn));
         return NULL;
     }
-    PGresult *res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    char name[16];
+    PGresult *res;
+    err->code = 0;
+    const char *stmt = nparams > 0 ? prepared(db, sql, nparams, name, err) : NULL;
+    if (err->code != 0) return NULL;
+    if (stmt) res = PQexecPrepared(db->conn, stmt, nparams, params, NULL, NULL, 0);
+    else res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return res;
     fill_err(db, res, err);

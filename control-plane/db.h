@@ -11,9 +11,29 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define TG_DB_STMT_CACHE 128
+
+/*
+ * Statements are prepared once per connection and then executed by name:
+ * parsing and planning dominated PostgreSQL's CPU per Admin API write.
+ * The cache maps SQL text to a prepared name; it is dropped on reconnect.
+ */
+typedef struct tg_db_stmt {
+    char *sql;
+    unsigned long hash;
+} tg_db_stmt_t;
+
+struct tg_changelog;
+
 typedef struct tg_db {
     PGconn *conn;
     char *conninfo;
+    /* Non-NULL while the connection runs a group-commit batch (workers.c):
+     * writes then use savepoints and leave their change-log groups here. */
+    struct tg_changelog *batch;
+
+    tg_db_stmt_t stmts[TG_DB_STMT_CACHE];
+    int nstmts;
 } tg_db_t;
 
 /* What went wrong with the last statement, for mapping to Kong's errors. */

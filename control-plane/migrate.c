@@ -34,8 +34,7 @@ static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 }
 
 /* "message (SQLSTATE x, line n)" from a failed result; `sql` locates the error position. */
-static void describe(const PGresult *r, const PGconn *conn, const char *sql, char *out,
-                     size_t cap)
+static void describe(const PGresult *r, const PGconn *conn, const char *sql, char *out, size_t cap)
 {
     const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -111,8 +110,7 @@ static int apply_one(PGconn *conn, const tg_migration_t *m, char *err, size_t er
     int rc = exec_cmd(conn, "BEGIN", what, err, errlen);
     if (rc == 0) rc = exec_cmd(conn, m->sql, what, err, errlen);
     if (rc == 0 && PQtransactionStatus(conn) != PQTRANS_INTRANS)
-        rc = fail(err, errlen, -TG_EDB, "%s: must not end its transaction (COMMIT/ROLLBACK)",
-                  what);
+        rc = fail(err, errlen, -TG_EDB, "%s: must not end its transaction (COMMIT/ROLLBACK)", what);
     if (rc == 0) {
         const char *params[1] = {m->name};
         PGresult *r = PQexecParams(conn, "INSERT INTO schema_migrations (name) VALUES ($1)", 1,
@@ -129,8 +127,7 @@ static int apply_one(PGconn *conn, const tg_migration_t *m, char *err, size_t er
     return rc;
 }
 
-int tg_migrate_apply(PGconn *conn, const tg_migration_t *m, size_t count, char *err,
-                     size_t errlen)
+int tg_migrate_apply(PGconn *conn, const tg_migration_t *m, size_t count, char *err, size_t errlen)
 {
     if (!conn || (count && !m) || !err || !errlen) return -TG_EINVAL;
     err[0] = '\0';

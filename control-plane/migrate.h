@@ -37,8 +37,7 @@ const tg_migration_t *tg_migrate_builtin(size_t *count);
  * -TG_EDB with "migration <name>: <PostgreSQL message>" (or the failing step) in err[errlen].
  * Migrations before the failing one stay applied.
  */
-int tg_migrate_apply(PGconn *conn, const tg_migration_t *m, size_t count, char *err,
-                     size_t errlen);
+int tg_migrate_apply(PGconn *conn, const tg_migration_t *m, size_t count, char *err, size_t errlen);
 
 /* Number of migrations of m[count] not yet applied (all of them on an empty database), or
  * -TG_EDB. Takes no lock. */

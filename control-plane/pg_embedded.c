@@ -105,7 +105,7 @@ static int read_line(const char *path, char *buf, size_t cap)
 
 /*
  * The most useful line of the server's log for an error message: the last FATAL/PANIC/ERROR
- * line of its tail, else the last non-empty one.
+ * line of its tail, else the last line.
  */
 static void log_reason(const char *path, char *out, size_t cap)
 {
@@ -120,10 +120,11 @@ static void log_reason(const char *path, char *out, size_t cap)
     if (n <= 0) return;
     tail[n] = '\0';
     const char *best = NULL, *last = NULL;
-    for (char *line = strtok(tail, "\n"); line; line = strtok(NULL, "\n")) {
-        if (*line == '\0') continue;
+    char *save = NULL;
+    for (char *line = strtok_r(tail, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         last = line;
-        if (strstr(line, "FATAL:") || strstr(line, "PANIC:") || strstr(line, "ERROR:"))
+        /* postgres says "FATAL:", initdb says "initdb: error:" */
+        if (strcasestr(line, "fatal:") || strcasestr(line, "panic:") || strcasestr(line, "error:"))
             best = line;
     }
     if (best || last) snprintf(out, cap, "%s (log: %s)", best ? best : last, path);
@@ -188,9 +189,9 @@ static int find_bindir(struct ctx *c)
 struct spawn {
     const char *const *argv;
     const struct runas *ra;
-    int outfd;      /* stdout+stderr of the child; -1 = inherit */
+    int outfd;       /* stdout+stderr of the child; -1 = inherit */
     const char *cwd; /* may be NULL */
-    int server;     /* own process group + SIGINT when our thread dies */
+    int server;      /* own process group + SIGINT when our thread dies */
 };
 
 static _Noreturn void child_fail(const char *what, const char *arg)
@@ -330,13 +331,12 @@ static int resolve_runas(struct ctx *c, const char *user)
                     user ? user : "");
     if (lookup_user(user, &c->ra) == 0) {
         if (c->ra.uid != 0) return 0;
-        return fail(c, -TG_ECONFIG, "pg_embedded_user '%s' is root; PostgreSQL refuses root",
-                    user);
+        return fail(c, -TG_ECONFIG, "pg_embedded_user '%s' is root; PostgreSQL refuses root", user);
     }
-    const char *useradd = access("/usr/sbin/useradd", X_OK) == 0 ? "/usr/sbin/useradd"
-                                                                  : "/sbin/useradd";
-    const char *argv[] = {useradd, "--system", "--no-create-home", "--shell",
-                          "/usr/sbin/nologin", user, NULL};
+    const char *useradd =
+        access("/usr/sbin/useradd", X_OK) == 0 ? "/usr/sbin/useradd" : "/sbin/useradd";
+    const char *argv[] = {useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                          user,    NULL};
     struct runas self = {0, 0, 0};
     struct spawn s = {argv, &self, -1, NULL, 0};
     TG_LOGN(MOD, "creating system user '%s' to run the embedded PostgreSQL", user);
@@ -381,8 +381,8 @@ static int make_traversable(struct ctx *c)
         *p = '\0';
         struct stat st;
         const char *dir = path[0] ? path : "/";
-        if (stat(dir, &st) != 0) return fail(c, -TG_ESYS, "cannot stat %s: %s", dir,
-                                             strerror(errno));
+        if (stat(dir, &st) != 0)
+            return fail(c, -TG_ESYS, "cannot stat %s: %s", dir, strerror(errno));
         if (!can_traverse(&st, &c->ra)) {
             if (chmod(dir, (st.st_mode & 07777) | S_IXOTH) != 0)
                 return fail(c, -TG_ESYS, "cannot make %s traversable: %s", dir, strerror(errno));
@@ -405,10 +405,11 @@ static int own_dir(struct ctx *c, const char *dir)
 
 static int set_paths(struct ctx *c, const char *prefix)
 {
-    char abs[PATH_MAX];
-    int n = prefix[0] == '/' ? snprintf(abs, sizeof(abs), "%s", prefix) : -1;
-    if (prefix[0] != '/') {
-        char cwd[PATH_MAX];
+    char abs[PATH_MAX], cwd[PATH_MAX];
+    int n;
+    if (prefix[0] == '/') {
+        n = snprintf(abs, sizeof(abs), "%s", prefix);
+    } else {
         if (!getcwd(cwd, sizeof(cwd))) return fail(c, -TG_ESYS, "getcwd: %s", strerror(errno));
         n = snprintf(abs, sizeof(abs), "%s/%s", cwd, prefix);
     }
@@ -520,12 +521,12 @@ static int clear_leftovers(struct ctx *c)
             if (users[i] == pm) stop_postmaster(pm, 0);
         for (long deadline = now_ms() + 10000; n > 0 && now_ms() < deadline; sleep_ms(50))
             n = data_dir_users(c, users, 64);
-        for (int i = 0; i < n; i++) kill(users[i], SIGKILL);
+        for (int i = 0; i < n; i++)
+            kill(users[i], SIGKILL);
         for (long deadline = now_ms() + 5000; n > 0 && now_ms() < deadline; sleep_ms(50))
             n = data_dir_users(c, users, 64);
         if (n > 0)
-            return fail(c, -TG_ESYS, "processes (pid %d ...) still use %s", (int)users[0],
-                        c->data);
+            return fail(c, -TG_ESYS, "processes (pid %d ...) still use %s", (int)users[0], c->data);
     }
     if (join(pidfile, c->data, "postmaster.pid") == 0 && unlink(pidfile) == 0)
         TG_LOGN(MOD, "removed stale %s", pidfile);
@@ -540,8 +541,17 @@ static int initdb(struct ctx *c, int logfd)
     if (join(path, c->data, "PG_VERSION") == 0 && access(path, F_OK) == 0) return 0;
     TG_LOGN(MOD, "creating the embedded PostgreSQL cluster in %s", c->data);
     join(exe, c->bindir, "initdb");
-    const char *argv[] = {exe, "-D", c->data, "-U", "postgres", "-E", "UTF8", "--locale=C",
-                          "--auth-local=trust", "--auth-host=reject", NULL};
+    const char *argv[] = {exe,
+                          "-D",
+                          c->data,
+                          "-U",
+                          "postgres",
+                          "-E",
+                          "UTF8",
+                          "--locale=C",
+                          "--auth-local=trust",
+                          "--auth-host=reject",
+                          NULL};
     struct spawn s = {argv, &c->ra, logfd, c->pgdir, 0};
     int rc = run_sync(&s, INITDB_TIMEOUT_MS);
     if (rc == 0) return 0;
@@ -555,8 +565,8 @@ static pid_t start_server(struct ctx *c, int logfd)
 {
     char exe[PATH_MAX];
     join(exe, c->bindir, "postgres");
-    const char *argv[] = {exe, "-D", c->data, "-k", c->run, "-p", PG_PORT,
-                          "-c", "listen_addresses=", NULL};
+    const char *argv[] = {
+        exe, "-D", c->data, "-k", c->run, "-p", PG_PORT, "-c", "listen_addresses=", NULL};
     struct spawn s = {argv, &c->ra, logfd, c->pgdir, 1};
     TG_LOGI(MOD, "starting PostgreSQL (%s) on %s", c->bindir, c->run);
     pid_t pid = spawn(&s);
@@ -662,7 +672,7 @@ static int start_owned(struct ctx *c, tg_pg_embedded_t *pg)
 int tg_pg_embedded_start(const char *prefix, const char *run_as_user, tg_pg_embedded_t **out,
                          char *conninfo, size_t cap, char *err, size_t errlen)
 {
-    if (!prefix || !*prefix || !out || !conninfo || !err) return -TG_EINVAL;
+    if (!prefix || !*prefix || !out || !conninfo || !err || !errlen) return -TG_EINVAL;
     *out = NULL;
     err[0] = '\0';
     struct ctx *c = tg_calloc(1, sizeof(*c));

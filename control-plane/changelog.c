@@ -1,0 +1,122 @@
+#include "changelog.h"
+#include "alloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tg_changelog_init(tg_changelog_t *cl)
+{
+    cl->groups = json_array();
+}
+
+void tg_changelog_clear(tg_changelog_t *cl)
+{
+    json_decref(cl->groups);
+    cl->groups = NULL;
+}
+
+void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes)
+{
+    if (json_array_size(changes) > 0) json_array_append_new(cl->groups, json_pack("[s,O]", cp_id, changes));
+}
+
+/* Growable PostgreSQL array literal; values are ids, numbers and plain words (no quoting needed). */
+typedef struct lit {
+    char *p;
+    size_t len, cap, count;
+} lit_t;
+
+static void lit_put(lit_t *l, const char *v)
+{
+    size_t n = strlen(v) + 2;
+    if (l->len + n + 1 > l->cap) {
+        l->cap = (l->len + n + 1) * 2;
+        l->p = tg_realloc(l->p, l->cap);
+    }
+    memcpy(l->p + l->len, v, n - 2);
+    l->len += n - 2;
+    l->p[l->len] = '\0';
+}
+
+static void lit_start(lit_t *l)
+{
+    memset(l, 0, sizeof(*l));
+    lit_put(l, "{");
+}
+
+static void lit_add(lit_t *l, const char *v)
+{
+    if (l->count++) lit_put(l, ",");
+    lit_put(l, v);
+}
+
+static char *lit_end(lit_t *l)
+{
+    lit_put(l, "}");
+    return l->p;
+}
+
+static const char *SQL =
+    "WITH v AS (UPDATE control_planes SET config_version = config_version + $2::int"
+    "           WHERE id = $1::uuid RETURNING config_version - $2::int AS base),"
+    " ins AS (INSERT INTO config_versions (cp_id, version, changes)"
+    "         SELECT $1::uuid, v.base + g.n, g.cnt FROM v, unnest($3::int[]) WITH ORDINALITY AS g(cnt, n))"
+    " INSERT INTO config_changes (cp_id, version, seq, entity_type, entity_id, op)"
+    " SELECT $1::uuid, v.base + c.grp, row_number() OVER (PARTITION BY c.grp ORDER BY c.ord), c.t, c.i, c.o"
+    " FROM v, unnest($4::int[], $5::text[], $6::uuid[], $7::text[]) WITH ORDINALITY AS c(grp, t, i, o, ord)"
+    " RETURNING version";
+
+/* Writes the groups of one control plane. */
+static int write_cp(tg_changelog_t *cl, const char *cp_id, tg_db_t *db, tg_db_err_t *err, long long *last)
+{
+    lit_t counts, grps, types, ids, ops;
+    lit_start(&counts), lit_start(&grps), lit_start(&types), lit_start(&ids), lit_start(&ops);
+    size_t i, j;
+    json_t *g, *row;
+    int ngroups = 0;
+    char num[32];
+    json_array_foreach(cl->groups, i, g) {
+        if (strcmp(json_string_value(json_array_get(g, 0)), cp_id) != 0) continue;
+        json_t *changes = json_array_get(g, 1);
+        snprintf(num, sizeof(num), "%zu", json_array_size(changes));
+        lit_add(&counts, num);
+        snprintf(num, sizeof(num), "%d", ++ngroups);
+        json_array_foreach(changes, j, row) {
+            lit_add(&grps, num);
+            lit_add(&types, json_string_value(json_array_get(row, 0)));
+            lit_add(&ids, json_string_value(json_array_get(row, 1)));
+            lit_add(&ops, json_string_value(json_array_get(row, 2)));
+        }
+    }
+    char n[32];
+    snprintf(n, sizeof(n), "%d", ngroups);
+    const char *params[] = {cp_id, n, lit_end(&counts), lit_end(&grps), lit_end(&types), lit_end(&ids), lit_end(&ops)};
+    PGresult *res = tg_db_exec(db, err, SQL, 7, params);
+    for (int k = 2; k < 7; k++) free((char *)params[k]);
+    if (!res) return err->code;
+    for (int r = 0; r < PQntuples(res); r++) {
+        long long v = atoll(PQgetvalue(res, r, 0));
+        if (v > *last) *last = v;
+    }
+    PQclear(res);
+    return 0;
+}
+
+int tg_changelog_write(tg_changelog_t *cl, tg_db_t *db, tg_db_err_t *err, long long *last_version)
+{
+    *last_version = 0;
+    json_t *done = json_object();
+    size_t i;
+    json_t *g;
+    int rc = 0;
+    /* One statement per control plane, in the order each first appears. */
+    json_array_foreach(cl->groups, i, g) {
+        const char *cp = json_string_value(json_array_get(g, 0));
+        if (json_object_get(done, cp)) continue;
+        json_object_set_new(done, cp, json_true());
+        if ((rc = write_cp(cl, cp, db, err, last_version)) != 0) break;
+    }
+    json_decref(done);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * changelog.h — the change log of DESIGN.md §4, written at commit time.
+ *
+ * A write records its touched entities as one *group*; each group becomes one
+ * config version. Groups are collected for a whole transaction (one Admin
+ * write, or a batch of them under group commit) and written by one statement
+ * that bumps the control plane's config_version by the number of groups,
+ * inserts the versions and their change rows, and is the last statement
+ * before COMMIT: the control-plane row lock is held only across the commit,
+ * and versions become visible in commit order with no gaps. A trigger on
+ * config_versions NOTIFYs listeners at commit.
+ *
+ * A tg_changelog_t belongs to the thread running the transaction.
+ */
+#ifndef TG_CHANGELOG_H
+#define TG_CHANGELOG_H
+
+#include "db.h"
+
+#include <jansson.h>
+
+typedef struct tg_changelog {
+    json_t *groups; /* [[cp_id, [[type, id, op], ...]], ...] in commit order */
+} tg_changelog_t;
+
+void tg_changelog_init(tg_changelog_t *cl);
+void tg_changelog_clear(tg_changelog_t *cl);
+/* Adds one group (one future version); `changes` is borrowed ([type, id, op] rows). */
+void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes);
+/*
+ * Writes every group (one statement per control plane) inside the caller's
+ * open transaction. Returns 0 or the db error code; *last_version receives the
+ * highest version written (0 when there were no groups).
+ */
+int tg_changelog_write(tg_changelog_t *cl, tg_db_t *db, tg_db_err_t *err, long long *last_version);
+
+#endif
