@@ -81,6 +81,10 @@ enum tg_http_body_kind {
  * have completed a line the call returns at once, so feeding a head one byte
  * at a time costs linear, not quadratic, time.
  *
+ * The request-target may hold RFC 3986 characters plus "{|}" ('#' and
+ * non-ASCII bytes are refused) and its path's %-escapes must be well-formed.
+ * HTTP/1.1 requests need exactly one Host header.
+ *
  * Returns 0 when the head is complete (out->head_len bytes consumed; the body,
  * if any, follows), -TG_EAGAIN when more bytes are needed, or on a malformed
  * request -TG_EPARSE (400), -TG_ETOOBIG (414 or 431) or -TG_EUNSUPPORTED

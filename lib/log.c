@@ -32,7 +32,8 @@ int tg_log_enabled(enum tg_log_level level)
     return level >= current_level;
 }
 
-static void vlog(enum tg_log_level level, const char *module, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void vlog(enum tg_log_level level, const char *module,
+                                                    const char *fmt, va_list ap)
 {
     char line[2048];
     struct timespec ts;

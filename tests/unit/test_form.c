@@ -473,8 +473,8 @@ static void test_multipart_bad_part_headers(void **state)
         /* no name */
         "--XyZ\r\nContent-Disposition: form-data; filename=\"a\"\r\n\r\n1\r\n--XyZ--",
         /* two dispositions */
-        "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n"
-        "Content-Disposition: form-data; name=\"b\"\r\n\r\n1\r\n--XyZ--",
+        ("--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n"
+         "Content-Disposition: form-data; name=\"b\"\r\n\r\n1\r\n--XyZ--"),
         /* a line that is not a header */
         "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\ngarbage\r\n\r\n1\r\n--XyZ--",
         /* folded continuation line */
