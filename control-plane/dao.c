@@ -185,10 +185,11 @@ static const tg_field_t *secret_field(const tg_schema_t *s)
     return NULL;
 }
 
+/* The row id is aliased: an output column named `id` would make ORDER BY id sort by its text. */
 static const char *select_list(const tg_schema_t *s)
 {
-    return secret_field(s) ? "doc::text, encode(key_enc, 'hex'), expires_at, id::text"
-                           : "doc::text, NULL, NULL, id::text";
+    return secret_field(s) ? "doc::text, encode(key_enc, 'hex'), expires_at, id::text AS row_id"
+                           : "doc::text, NULL, NULL, id::text AS row_id";
 }
 
 static const char *visible_clause(const tg_schema_t *s)
@@ -365,7 +366,7 @@ static int parse_offset(tg_dao_t *dao, const char *raw, char **after)
 int tg_dao_list(tg_dao_t *dao, const tg_schema_t *s, const tg_dao_query_t *q, tg_dao_page_t *page)
 {
     long size;
-    char *after = NULL, *tags = NULL, *sql = NULL, *limit = NULL;
+    char *after = NULL, *tags = NULL, *sql = NULL;
     bool any = false;
     memset(page, 0, sizeof(*page));
     if (parse_size(dao, q->size, &size) || parse_offset(dao, q->offset, &after) ||
@@ -373,7 +374,7 @@ int tg_dao_list(tg_dao_t *dao, const tg_schema_t *s, const tg_dao_query_t *q, tg
         free(after);
         return -1;
     }
-    const char *params[6] = {dao->cp_id};
+    const char *params[5] = {dao->cp_id};
     int np = 1;
     char where[512] = "";
     size_t wl = 0;
@@ -393,16 +394,16 @@ int tg_dao_list(tg_dao_t *dao, const tg_schema_t *s, const tg_dao_query_t *q, tg
         params[np++] = tags;
         wl += (size_t)snprintf(where + wl, sizeof(where) - wl, " AND tags %s $%d::text[]", any ? "&&" : "@>", np);
     }
-    limit = tg_asprintf("%ld", size + 1);
-    params[np++] = limit;
-    sql = tg_asprintf("SELECT %s FROM %s WHERE cp_id = $1%s%s ORDER BY id LIMIT $%d::bigint",
-                      select_list(s), s->name, where, visible_clause(s), np);
+    /* The limit is part of the text, not a parameter: a prepared statement's generic plan
+     * cannot see a parameter's value and may sort the whole table instead of walking the
+     * (cp_id, id) index. `size` is validated, so this adds at most 1000 statement texts. */
+    sql = tg_asprintf("SELECT %s FROM %s WHERE cp_id = $1%s%s ORDER BY id LIMIT %ld",
+                      select_list(s), s->name, where, visible_clause(s), size + 1);
     tg_db_err_t err;
     PGresult *res = tg_db_exec(dao->db, &err, sql, np, params);
     free(sql);
     free(after);
     free(tags);
-    free(limit);
     if (!res) return map_db_error(dao, s, &err, NULL, NULL, false);
     int n = PQntuples(res);
     page->data = json_array();

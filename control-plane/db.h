@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define TG_DB_STMT_CACHE 128
+#define TG_DB_STMT_CACHE 256
 
 /*
  * Statements are prepared once per connection and then executed by name:
