@@ -14,14 +14,18 @@
 #include <string.h>
 #include <strings.h>
 
+/* Which listener a request came from decides what it may reach. */
+enum listener { LISTEN_ADMIN, LISTEN_ADMIN_TLS, LISTEN_STATUS };
+
 typedef struct admin_job {
     tg_job_t job;
     tg_admin_t *admin;
     tg_http_exchange_t *x;
     const tg_http_request_t *req;
-    bool need_token;
+    enum listener listener;
     int status;
     char *body;
+    bool text; /* body is text/plain (metrics) rather than JSON */
     char allow[64];
     uint64_t started_ns;
 } admin_job_t;
@@ -158,7 +162,7 @@ static bool token_ok(tg_admin_req_t *r)
 
 /* ---------------------------------------------------------------- dispatch */
 
-static void handle(tg_admin_req_t *r, bool need_token)
+static void handle(tg_admin_req_t *r, enum listener listener)
 {
     int split = split_path(r);
     if (split < 0) {
@@ -170,11 +174,15 @@ static void handle(tg_admin_req_t *r, bool need_token)
         tg_admin_reply_message(r, 400, "Cannot parse query string");
         return;
     }
-    if (need_token && !token_ok(r)) {
+    if (listener == LISTEN_ADMIN_TLS && !token_ok(r)) {
         tg_admin_reply_message(r, 401, "Unauthorized");
         return;
     }
-    if (split == 0 && (tg_admin_route_info(r) || tg_admin_route_entities(r))) return;
+    if (listener == LISTEN_STATUS) {
+        if (split == 0 && tg_admin_route_status(r)) return;
+    } else if (split == 0 && (tg_admin_route_info(r) || tg_admin_route_entities(r))) {
+        return;
+    }
     tg_admin_reply_message(r, 404, "Not found");
 }
 
@@ -189,9 +197,13 @@ static void job_run(tg_job_t *job, tg_db_t *db)
     tg_admin_req_t r = {.admin = j->admin, .http = j->req, .db = db};
     snprintf(r.method, sizeof(r.method), "%.*s", (int)j->req->method.len, j->req->method.p);
     tg_dao_init(&r.dao, db, j->admin->cp_id, j->admin->keyring);
-    handle(&r, j->need_token);
+    handle(&r, j->listener);
     j->status = r.status ? r.status : 500;
     if (r.body) j->body = json_dumps(r.body, JSON_COMPACT);
+    if (r.text) {
+        j->body = r.text;
+        j->text = true;
+    }
     if (r.allow) snprintf(j->allow, sizeof(j->allow), "%s", r.allow);
     json_decref(r.body);
     json_decref(r.query);
@@ -209,7 +221,9 @@ static void job_done(tg_job_t *job)
     size_t nh = 0;
     hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Origin"), TG_STR("*")};
     hdrs[nh++] = (tg_http_header_t){TG_STR("X-Tollgate-Admin-Latency"), tg_str_from(latency)};
-    if (j->body) hdrs[nh++] = (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
+    if (j->body)
+        hdrs[nh++] = j->text ? (tg_http_header_t){TG_STR("Content-Type"), TG_STR("text/plain; version=0.0.4")}
+                             : (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
     if (j->allow[0]) hdrs[nh++] = (tg_http_header_t){TG_STR("Allow"), tg_str_from(j->allow)};
     tg_http_respond(j->x, j->status, hdrs, nh, j->body, j->body ? strlen(j->body) : 0);
     atomic_fetch_sub(&j->admin->active_requests, 1);
@@ -233,17 +247,17 @@ static bool is_write(const tg_http_request_t *req)
              tg_str_eq_lit(req->method, "OPTIONS"));
 }
 
-static void submit(tg_http_exchange_t *x, const tg_http_request_t *req, tg_admin_t *admin, bool tls)
+static void submit(tg_http_exchange_t *x, const tg_http_request_t *req, tg_admin_t *admin, enum listener listener)
 {
     admin_job_t *j = tg_calloc(1, sizeof(*j));
     j->job.run = job_run;
     j->job.done = job_done;
     j->job.abort = job_abort;
-    j->job.batchable = is_write(req);
+    j->job.batchable = listener != LISTEN_STATUS && is_write(req);
     j->admin = admin;
     j->x = x;
     j->req = req;
-    j->need_token = tls;
+    j->listener = listener;
     j->started_ns = now_ns();
     atomic_fetch_add(&admin->total_requests, 1);
     atomic_fetch_add(&admin->active_requests, 1);
@@ -252,10 +266,15 @@ static void submit(tg_http_exchange_t *x, const tg_http_request_t *req, tg_admin
 
 void tg_admin_on_request(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin)
 {
-    submit(x, req, admin, false);
+    submit(x, req, admin, LISTEN_ADMIN);
 }
 
 void tg_admin_on_request_tls(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin)
 {
-    submit(x, req, admin, true);
+    submit(x, req, admin, LISTEN_ADMIN_TLS);
+}
+
+void tg_admin_on_status_request(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin)
+{
+    submit(x, req, admin, LISTEN_STATUS);
 }

@@ -24,7 +24,6 @@ typedef struct tg_admin {
     char node_id[37];
     char hostname[256];
     atomic_ullong total_requests;
-    atomic_ullong connections_accepted;
     atomic_int active_requests;
 } tg_admin_t;
 
@@ -32,5 +31,7 @@ typedef struct tg_admin {
 void tg_admin_on_request(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin);
 /* ... and for an HTTPS listener (Authorization: Bearer <admin token> required). */
 void tg_admin_on_request_tls(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin);
+/* ... and for status_listen: only /status, /status/ready and /metrics. */
+void tg_admin_on_status_request(tg_http_exchange_t *x, const tg_http_request_t *req, void *admin);
 
 #endif

@@ -83,15 +83,55 @@ static void status(tg_admin_req_t *r)
 {
     long long version = tg_dao_config_version(&r->dao);
     bool reachable = version >= 0;
-    json_t *body = json_pack("{s:{s:b},s:{s:I,s:I,s:I,s:i,s:i,s:i,s:i},s:{s:s,s:I}}",
+    /* Kong's shape, with only what we measure: no per-connection gauges. */
+    json_t *body = json_pack("{s:{s:b},s:{s:I,s:i},s:{s:s,s:I}}",
         "database", "reachable", reachable,
         "server", "total_requests", (json_int_t)atomic_load(&r->admin->total_requests),
-        "connections_accepted", (json_int_t)atomic_load(&r->admin->total_requests),
-        "connections_handled", (json_int_t)atomic_load(&r->admin->total_requests),
-        "connections_active", atomic_load(&r->admin->active_requests), "connections_reading", 0,
-        "connections_writing", atomic_load(&r->admin->active_requests), "connections_waiting", 0,
+        "requests_active", atomic_load(&r->admin->active_requests),
         "configuration", "control_plane_id", r->admin->cp_id, "config_version", (json_int_t)(reachable ? version : -1));
     tg_admin_reply(r, 200, body);
+}
+
+/* status_listen: /status/ready is 200 once PostgreSQL answers, else 503. */
+static void ready(tg_admin_req_t *r)
+{
+    if (tg_dao_config_version(&r->dao) >= 0) tg_admin_reply_message(r, 200, "ready");
+    else tg_admin_reply_message(r, 503, "database unreachable");
+}
+
+/* Prometheus text exposition of the control plane's own counters. */
+static void metrics(tg_admin_req_t *r)
+{
+    long long version = tg_dao_config_version(&r->dao);
+    r->text = tg_asprintf(
+        "# HELP tollgate_admin_requests_total Admin API requests received.\n"
+        "# TYPE tollgate_admin_requests_total counter\n"
+        "tollgate_admin_requests_total %llu\n"
+        "# HELP tollgate_admin_requests_active Admin API requests being processed.\n"
+        "# TYPE tollgate_admin_requests_active gauge\n"
+        "tollgate_admin_requests_active %d\n"
+        "# HELP tollgate_database_reachable 1 when PostgreSQL answers.\n"
+        "# TYPE tollgate_database_reachable gauge\n"
+        "tollgate_database_reachable %d\n"
+        "# HELP tollgate_config_version Latest config version of the control plane.\n"
+        "# TYPE tollgate_config_version gauge\n"
+        "tollgate_config_version{control_plane=\"%s\"} %lld\n",
+        (unsigned long long)atomic_load(&r->admin->total_requests), atomic_load(&r->admin->active_requests),
+        version >= 0, r->admin->cp_id, version);
+    r->status = 200;
+}
+
+int tg_admin_route_status(tg_admin_req_t *r)
+{
+    bool is_status = r->nsegs == 1 && seg(r, 0, "status");
+    bool is_ready = r->nsegs == 2 && seg(r, 0, "status") && seg(r, 1, "ready");
+    bool is_metrics = r->nsegs == 1 && seg(r, 0, "metrics");
+    if (!is_status && !is_ready && !is_metrics) return 0;
+    if (!only_get(r)) return 1;
+    if (is_status) status(r);
+    else if (is_ready) ready(r);
+    else metrics(r);
+    return 1;
 }
 
 static void plugin_schema(tg_admin_req_t *r, const char *name)

@@ -25,6 +25,7 @@ typedef struct tg_admin_req {
     /* the response */
     int status;
     json_t *body;                     /* NULL = no body */
+    char *text;                       /* plain-text body instead (metrics); owned */
     const char *allow;                /* methods for 405 */
 } tg_admin_req_t;
 
@@ -46,6 +47,8 @@ json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s);
 int tg_admin_route_entities(tg_admin_req_t *r);
 /* Informational endpoints (admin_info.c): /, /status, /schemas, /endpoints, /tags ... */
 int tg_admin_route_info(tg_admin_req_t *r);
+/* status_listen endpoints: /status, /status/ready, /metrics. */
+int tg_admin_route_status(tg_admin_req_t *r);
 /* The list of endpoint templates, for GET /endpoints (new reference). */
 json_t *tg_admin_endpoint_list(void);
 

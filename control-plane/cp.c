@@ -195,6 +195,33 @@ static int start_admin(cp_state_t *cp)
     return 0;
 }
 
+static int start_status(cp_state_t *cp)
+{
+    tg_listen_addr_t l[MAX_LISTENERS];
+    int n = tg_config_listeners(TG_CONF_status_listen, l, MAX_LISTENERS);
+    if (n < 0) {
+        TG_LOGE("cp", "invalid status_listen");
+        return -TG_ECONFIG;
+    }
+    for (int i = 0; i < n && cp->nservers < MAX_LISTENERS; i++) {
+        tg_http_server_opts_t opts = {
+            .max_body_size = 1024,
+            .server_header = "tollgate/" TG_VERSION,
+            .on_request = tg_admin_on_status_request,
+            .udata = &cp->admin,
+        };
+        tg_http_server_t *s = tg_http_server_create(&cp->loop, &opts);
+        if (!s || tg_http_server_listen(s, l[i].host, l[i].port) != 0) {
+            TG_LOGE("cp", "cannot listen on %s:%d", l[i].host, l[i].port);
+            if (s) tg_http_server_close(s);
+            return -TG_EIO;
+        }
+        cp->servers[cp->nservers++] = s;
+        TG_LOGN("cp", "status listening on %s:%d", l[i].host, l[i].port);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- timers and signals */
 
 static void purge_run(tg_job_t *job, tg_db_t *db)
@@ -223,17 +250,23 @@ static void on_purge_timer(uv_timer_t *t)
     tg_workers_submit(cp->admin.workers, &cp->purge_job);
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+/* Closes listeners, timers and signal handles, then stops the workers (they finish queued jobs). */
+static void shutdown_loop(cp_state_t *cp)
 {
-    cp_state_t *cp = sig->data;
-    TG_LOGN("cp", "received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     for (int i = 0; i < cp->nservers; i++) tg_http_server_close(cp->servers[i]);
     cp->nservers = 0;
-    uv_timer_stop(&cp->purge_timer);
-    uv_close((uv_handle_t *)&cp->purge_timer, NULL);
-    uv_close((uv_handle_t *)&cp->sigint, NULL);
-    uv_close((uv_handle_t *)&cp->sigterm, NULL);
-    tg_workers_stop(cp->admin.workers);
+    uv_handle_t *handles[] = {(uv_handle_t *)&cp->purge_timer, (uv_handle_t *)&cp->sigint,
+                              (uv_handle_t *)&cp->sigterm};
+    for (size_t i = 0; i < 3; i++)
+        if (handles[i]->loop && !uv_is_closing(handles[i])) uv_close(handles[i], NULL);
+    if (cp->admin.workers) tg_workers_stop(cp->admin.workers);
+    cp->admin.workers = NULL;
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    TG_LOGN("cp", "received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    shutdown_loop(sig->data);
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -292,7 +325,8 @@ int tg_cp_cmd_start(int argc, char **argv)
     if (!rc) {
         cp.admin.workers = tg_workers_start(&cp.loop, (int)pool, cp.conninfo);
         rc = start_admin(&cp);
-        if (rc) on_signal(&cp.sigint, SIGTERM);
+        if (!rc) rc = start_status(&cp);
+        if (rc) shutdown_loop(&cp);
     }
     if (!rc) {
         uv_signal_init(&cp.loop, &cp.sigint);
