@@ -165,6 +165,21 @@ static int admin_tls_ctx(cp_state_t *cp)
     return rc;
 }
 
+/* Creates one HTTP server on a listener address and starts listening. */
+static int listen_on(cp_state_t *cp, const tg_listen_addr_t *l, const tg_http_server_opts_t *opts, const char *what)
+{
+    if (cp->nservers == MAX_LISTENERS) return -TG_ECONFIG;
+    tg_http_server_t *s = tg_http_server_create(&cp->loop, opts);
+    if (!s || tg_http_server_listen(s, l->host, l->port) != 0) {
+        TG_LOGE("cp", "cannot listen on %s:%d", l->host, l->port);
+        if (s) tg_http_server_close(s);
+        return -TG_EIO;
+    }
+    cp->servers[cp->nservers++] = s;
+    TG_LOGN("cp", "%s listening on %s:%d", what, l->host, l->port);
+    return 0;
+}
+
 static int start_admin(cp_state_t *cp)
 {
     tg_listen_addr_t l[MAX_LISTENERS];
@@ -183,14 +198,8 @@ static int start_admin(cp_state_t *cp)
             .on_request = l[i].ssl ? tg_admin_on_request_tls : tg_admin_on_request,
             .udata = &cp->admin,
         };
-        tg_http_server_t *s = tg_http_server_create(&cp->loop, &opts);
-        if (!s || tg_http_server_listen(s, l[i].host, l[i].port) != 0) {
-            TG_LOGE("cp", "cannot listen on %s:%d", l[i].host, l[i].port);
-            if (s) tg_http_server_close(s);
-            return -TG_EIO;
-        }
-        cp->servers[cp->nservers++] = s;
-        TG_LOGN("cp", "Admin API listening on %s:%d%s", l[i].host, l[i].port, l[i].ssl ? " (https, admin token required)" : "");
+        int rc = listen_on(cp, &l[i], &opts, l[i].ssl ? "Admin API (https, admin token required)" : "Admin API");
+        if (rc) return rc;
     }
     return 0;
 }
@@ -203,21 +212,15 @@ static int start_status(cp_state_t *cp)
         TG_LOGE("cp", "invalid status_listen");
         return -TG_ECONFIG;
     }
-    for (int i = 0; i < n && cp->nservers < MAX_LISTENERS; i++) {
-        tg_http_server_opts_t opts = {
-            .max_body_size = 1024,
-            .server_header = "tollgate/" TG_VERSION,
-            .on_request = tg_admin_on_status_request,
-            .udata = &cp->admin,
-        };
-        tg_http_server_t *s = tg_http_server_create(&cp->loop, &opts);
-        if (!s || tg_http_server_listen(s, l[i].host, l[i].port) != 0) {
-            TG_LOGE("cp", "cannot listen on %s:%d", l[i].host, l[i].port);
-            if (s) tg_http_server_close(s);
-            return -TG_EIO;
-        }
-        cp->servers[cp->nservers++] = s;
-        TG_LOGN("cp", "status listening on %s:%d", l[i].host, l[i].port);
+    tg_http_server_opts_t opts = {
+        .max_body_size = 1024,
+        .server_header = "tollgate/" TG_VERSION,
+        .on_request = tg_admin_on_status_request,
+        .udata = &cp->admin,
+    };
+    for (int i = 0; i < n; i++) {
+        int rc = listen_on(cp, &l[i], &opts, "status");
+        if (rc) return rc;
     }
     return 0;
 }

@@ -292,6 +292,28 @@ int tg_dao_get(tg_dao_t *dao, const tg_schema_t *s, const char *id_or_key, json_
 
 /* ---------------------------------------------------------------- listing */
 
+/* A PostgreSQL text[] literal with every element quoted (tags columns and tag filters). */
+static char *tags_literal(const json_t *tags)
+{
+    size_t i, cap = 3, len = 0;
+    json_t *t;
+    json_array_foreach(tags, i, t) cap += json_string_length(t) * 2 + 3;
+    char *lit = tg_malloc(cap);
+    lit[len++] = '{';
+    json_array_foreach(tags, i, t) {
+        if (i) lit[len++] = ',';
+        lit[len++] = '"';
+        for (const char *p = json_string_value(t); *p; p++) {
+            if (*p == '"' || *p == '\\') lit[len++] = '\\';
+            lit[len++] = *p;
+        }
+        lit[len++] = '"';
+    }
+    lit[len++] = '}';
+    lit[len] = '\0';
+    return lit;
+}
+
 /* Kong's tags filter: a,b = all of them; a/b = any of them. */
 static int parse_tags(tg_dao_t *dao, const char *raw, char **array_literal, bool *any)
 {
@@ -309,25 +331,8 @@ static int parse_tags(tg_dao_t *dao, const char *raw, char **array_literal, bool
     for (char *t = strtok_r(copy, slash ? "/" : ",", &save); t; t = strtok_r(NULL, slash ? "/" : ",", &save))
         json_array_append_new(arr, json_string(t));
     free(copy);
-    /* PostgreSQL array literal with every element quoted. */
-    size_t cap = strlen(raw) * 2 + 16, len = 0;
-    char *lit = tg_malloc(cap);
-    lit[len++] = '{';
-    size_t i;
-    json_t *t;
-    json_array_foreach(arr, i, t) {
-        if (i) lit[len++] = ',';
-        lit[len++] = '"';
-        for (const char *p = json_string_value(t); *p; p++) {
-            if (*p == '"' || *p == '\\') lit[len++] = '\\';
-            lit[len++] = *p;
-        }
-        lit[len++] = '"';
-    }
-    lit[len++] = '}';
-    lit[len] = '\0';
+    *array_literal = tags_literal(arr);
     json_decref(arr);
-    *array_literal = lit;
     return 0;
 }
 
@@ -601,27 +606,6 @@ static void col(cols_t *c, const char *name, char *value)
 static void cols_free(cols_t *c)
 {
     for (int i = 0; i < c->n; i++) free(c->values[i]);
-}
-
-static char *tags_literal(const json_t *tags)
-{
-    size_t i, cap = 3, len = 0;
-    json_t *t;
-    json_array_foreach(tags, i, t) cap += json_string_length(t) * 2 + 3;
-    char *lit = tg_malloc(cap);
-    lit[len++] = '{';
-    json_array_foreach(tags, i, t) {
-        if (i) lit[len++] = ',';
-        lit[len++] = '"';
-        for (const char *p = json_string_value(t); *p; p++) {
-            if (*p == '"' || *p == '\\') lit[len++] = '\\';
-            lit[len++] = *p;
-        }
-        lit[len++] = '"';
-    }
-    lit[len++] = '}';
-    lit[len] = '\0';
-    return lit;
 }
 
 static char *str_or_null(const json_t *v)
