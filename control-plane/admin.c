@@ -174,6 +174,12 @@ static void handle(tg_admin_req_t *r, enum listener listener)
         tg_admin_reply_message(r, 400, "Cannot parse query string");
         return;
     }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        /* CORS preflight, as Kong's Admin API answers it (browsers send no token on it). */
+        r->allow = "GET, HEAD, PUT, PATCH, POST, DELETE, OPTIONS";
+        tg_admin_reply(r, 204, NULL);
+        return;
+    }
     if (listener == LISTEN_ADMIN_TLS && !token_ok(r)) {
         tg_admin_reply_message(r, 401, "Unauthorized");
         return;
@@ -196,6 +202,7 @@ static void job_run(tg_job_t *job, tg_db_t *db)
     admin_job_t *j = (admin_job_t *)job;
     tg_admin_req_t r = {.admin = j->admin, .http = j->req, .db = db};
     snprintf(r.method, sizeof(r.method), "%.*s", (int)j->req->method.len, j->req->method.p);
+    if (strcmp(r.method, "HEAD") == 0) strcpy(r.method, "GET"); /* the server drops the body */
     tg_dao_init(&r.dao, db, j->admin->cp_id, j->admin->keyring);
     handle(&r, j->listener);
     j->status = r.status ? r.status : 500;
@@ -217,7 +224,7 @@ static void job_done(tg_job_t *job)
     admin_job_t *j = (admin_job_t *)job;
     char latency[32];
     snprintf(latency, sizeof(latency), "%llu", (unsigned long long)((now_ns() - j->started_ns) / 1000000));
-    tg_http_header_t hdrs[4];
+    tg_http_header_t hdrs[6];
     size_t nh = 0;
     hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Origin"), TG_STR("*")};
     hdrs[nh++] = (tg_http_header_t){TG_STR("X-Tollgate-Admin-Latency"), tg_str_from(latency)};
@@ -225,6 +232,10 @@ static void job_done(tg_job_t *job)
         hdrs[nh++] = j->text ? (tg_http_header_t){TG_STR("Content-Type"), TG_STR("text/plain; version=0.0.4")}
                              : (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
     if (j->allow[0]) hdrs[nh++] = (tg_http_header_t){TG_STR("Allow"), tg_str_from(j->allow)};
+    if (j->status == 204 && j->allow[0]) { /* preflight */
+        hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Methods"), tg_str_from(j->allow)};
+        hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Headers"), TG_STR("Content-Type, Authorization")};
+    }
     tg_http_respond(j->x, j->status, hdrs, nh, j->body, j->body ? strlen(j->body) : 0);
     atomic_fetch_sub(&j->admin->active_requests, 1);
     free(j->body);
