@@ -78,7 +78,16 @@ static bool media_is(tg_str_t ct, const char *type)
     return ct.len == n || ct.p[n] == ';' || ct.p[n] == ' ';
 }
 
-json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s)
+/* Types form arguments; a missing plugin name is borrowed for the duration. */
+static void coerce(const tg_schema_t *s, json_t *args, const json_t *plugin_name)
+{
+    bool borrow = plugin_name && !json_object_get(args, "name");
+    if (borrow) json_object_set(args, "name", (json_t *)plugin_name);
+    tg_schema_coerce_form(s, args);
+    if (borrow) json_object_del(args, "name");
+}
+
+json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s, const json_t *plugin_name)
 {
     const tg_http_request_t *req = r->http;
     if (count_header(req, "Content-Type") > 1) {
@@ -111,7 +120,7 @@ json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s)
         tg_admin_reply_message(r, 400, "Cannot parse request body");
         return NULL;
     }
-    if (s) tg_schema_coerce_form(s, args);
+    if (s) coerce(s, args, plugin_name);
     return args;
 }
 

@@ -119,10 +119,24 @@ static void inject_parent(json_t *args, const tg_field_t *fk, const char *parent
     if (fk) json_object_set_new(args, fk->name, json_pack("{s:s}", "id", parent_id));
 }
 
+/*
+ * Form values are typed by the schema, and a plugin's config schema depends on
+ * its name: for a PATCH or PUT that does not repeat `name`, the stored plugin's
+ * name decides (as Kong's fill_plugin_data does).
+ */
+static json_t *write_args(tg_admin_req_t *r, const tg_schema_t *s, const char *x)
+{
+    json_t *existing = NULL;
+    if (s == &tg_schema_plugins && x && tg_dao_get(&r->dao, s, x, &existing) != 0) existing = NULL;
+    json_t *args = tg_admin_body_args(r, s, existing ? json_object_get(existing, "name") : NULL);
+    json_decref(existing);
+    return args;
+}
+
 static void write_entity(tg_admin_req_t *r, const tg_schema_t *s, const char *x, const tg_field_t *fk,
                          const char *parent_id)
 {
-    json_t *args = tg_admin_body_args(r, s), *out = NULL;
+    json_t *args = write_args(r, s, x), *out = NULL;
     if (!args) return;
     inject_parent(args, fk, parent_id);
     int rc;
@@ -143,7 +157,8 @@ static void item(tg_admin_req_t *r, const tg_schema_t *s, const char *x)
 {
     json_t *out = NULL;
     if (is(r, "GET")) {
-        created_or_error(r, tg_dao_get(&r->dao, s, x, &out), 200, out);
+        int rc = tg_dao_get(&r->dao, s, x, &out); /* before reading `out`: argument order is unspecified */
+        created_or_error(r, rc, 200, out);
     } else if (is(r, "PUT") || is(r, "PATCH")) {
         write_entity(r, s, x, NULL, NULL);
     } else if (is(r, "DELETE")) {

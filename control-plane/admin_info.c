@@ -162,7 +162,7 @@ static void validate(tg_admin_req_t *r, const tg_schema_t *s)
         tg_admin_reply_message(r, 405, "Method not allowed");
         return;
     }
-    json_t *args = tg_admin_body_args(r, s), *errs = NULL;
+    json_t *args = tg_admin_body_args(r, s, NULL), *errs = NULL;
     if (!args) return;
     json_t *e = tg_schema_validate(s, TG_OP_INSERT, args, NULL, &errs);
     if (e) tg_admin_reply_message(r, 200, "schema validation successful");
@@ -202,24 +202,52 @@ static void schemas(tg_admin_req_t *r)
     }
 }
 
+/* Kong's order: '/' sorts before every other character. */
+static int endpoint_cmp(const void *a, const void *b)
+{
+    const unsigned char *x = (const unsigned char *)json_string_value(*(json_t *const *)a);
+    const unsigned char *y = (const unsigned char *)json_string_value(*(json_t *const *)b);
+    for (; *x && *x == *y; x++, y++) {}
+    int cx = *x == '/' ? 1 : *x ? *x + 1 : 0, cy = *y == '/' ? 1 : *y ? *y + 1 : 0;
+    return cx - cy;
+}
+
+static void add_endpoint(json_t *list, const char *path)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) if (strcmp(json_string_value(v), path) == 0) return;
+    json_array_append_new(list, json_string(path));
+}
+
 json_t *tg_admin_endpoint_list(void)
 {
-    json_t *list = json_pack("[s,s,s,s,s,s,s,s,s,s]", "/", "/status", "/endpoints", "/plugins/enabled",
-                             "/schemas/{db_entity_name}", "/schemas/{db_entity_name}/validate",
-                             "/schemas/plugins/{name}", "/schemas/plugins/validate", "/tags", "/tags/{tags}");
+    static const char *const fixed[] = {"/", "/status", "/endpoints", "/plugins/enabled",
+        "/schemas/{db_entity_name}", "/schemas/{db_entity_name}/validate", "/schemas/plugins/{name}",
+        "/schemas/plugins/validate", "/tags", "/tags/{tags}", NULL};
+    json_t *list = json_array();
+    char buf[256];
+    for (size_t i = 0; fixed[i]; i++) add_endpoint(list, fixed[i]);
     for (size_t i = 0; tg_entities[i]; i++) {
         const tg_schema_t *s = tg_entities[i];
-        json_array_append_new(list, json_sprintf("/%s", s->admin_path));
-        json_array_append_new(list, json_sprintf("/%s/{%s}", s->admin_path, s->admin_path));
+        const char *child = s->nested_path ? s->nested_path : s->admin_path;
+        snprintf(buf, sizeof(buf), "/%s", s->admin_path), add_endpoint(list, buf);
+        snprintf(buf, sizeof(buf), "/%s/{%s}", s->admin_path, s->name), add_endpoint(list, buf);
         for (const tg_field_t *f = s->fields; f->name; f++) {
             if (f->type != TG_T_FOREIGN || !f->rec) continue;
-            const char *child = s->nested_path ? s->nested_path : s->admin_path;
-            json_array_append_new(list, json_sprintf("/%s/{%s}/%s", s->admin_path, s->admin_path, f->name));
-            json_array_append_new(list, json_sprintf("/%s/{%s}/%s", f->rec->admin_path, f->rec->admin_path, child));
-            json_array_append_new(list, json_sprintf("/%s/{%s}/%s/{%s}", f->rec->admin_path, f->rec->admin_path,
-                                                     child, s->admin_path));
+            snprintf(buf, sizeof(buf), "/%s/{%s}/%s", s->admin_path, s->name, f->name), add_endpoint(list, buf);
+            snprintf(buf, sizeof(buf), "/%s/{%s}/%s", f->rec->admin_path, f->rec->name, child), add_endpoint(list, buf);
+            snprintf(buf, sizeof(buf), "/%s/{%s}/%s/{%s}", f->rec->admin_path, f->rec->name, child, s->name);
+            add_endpoint(list, buf);
         }
     }
+    size_t n = json_array_size(list);
+    json_t **items = tg_calloc(n, sizeof(json_t *));
+    for (size_t i = 0; i < n; i++) items[i] = json_incref(json_array_get(list, i));
+    qsort(items, n, sizeof(json_t *), endpoint_cmp);
+    json_array_clear(list);
+    for (size_t i = 0; i < n; i++) json_array_append_new(list, items[i]);
+    free(items);
     return list;
 }
 

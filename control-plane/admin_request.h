@@ -38,10 +38,11 @@ void tg_admin_reply_dao_error(tg_admin_req_t *r);
 const char *tg_admin_query(const tg_admin_req_t *r, const char *name);
 /*
  * Decodes the request body into an argument object (JSON, urlencoded or
- * multipart; the latter two coerced with schema s). Returns NULL after
+ * multipart; the latter two typed with schema s, using `plugin_name` for a
+ * plugin's config when the arguments carry no name). Returns NULL after
  * replying with 400/415 when the body is unacceptable.
  */
-json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s);
+json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s, const json_t *plugin_name);
 
 /* Entity endpoints (admin_entities.c): returns 1 if the path was an entity path. */
 int tg_admin_route_entities(tg_admin_req_t *r);
