@@ -127,8 +127,9 @@ static const char *prepared(tg_db_t *db, const char *sql, int nparams, char name
     return name;
 }
 
-PGresult *tg_db_exec(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams,
-                     const char *const *params)
+/* One attempt: prepare if new, execute; NULL with *err filled on failure. */
+static PGresult *exec_once(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams,
+                           const char *const *params)
 {
     if (tg_db_ensure(db) != 0) {
         memset(err, 0, sizeof(*err));
@@ -150,6 +151,23 @@ PGresult *tg_db_exec(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams
         TG_LOGW("db", "statement failed (%s): %s", err->sqlstate, err->message);
     PQclear(res);
     return NULL;
+}
+
+/*
+ * A connection that died while idle in the pool (PostgreSQL restarted, a
+ * session was terminated) is only noticed on use. Outside a transaction the
+ * statement cannot have taken effect as part of anything larger, so it is
+ * retried once on a fresh connection; inside one (including a batch) the
+ * failure stands: the transaction is gone and the caller reports it.
+ */
+PGresult *tg_db_exec(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams,
+                     const char *const *params)
+{
+    bool idle = db->conn && PQstatus(db->conn) == CONNECTION_OK &&
+                PQtransactionStatus(db->conn) == PQTRANS_IDLE && !db->batch;
+    PGresult *res = exec_once(db, err, sql, nparams, params);
+    if (!res && idle && err->code == -TG_EDBDOWN) res = exec_once(db, err, sql, nparams, params);
+    return res;
 }
 
 int tg_db_run(tg_db_t *db, tg_db_err_t *err, const char *sql, int nparams, const char *const *params)
