@@ -1,0 +1,172 @@
+/*
+ * store.h — the data plane's persisted configuration (DESIGN §7) in LMDB.
+ *
+ * Layout of the environment in the directory given to tg_store_open (<prefix>/dp):
+ *   - one named database per entity type of tg_entities[] ("services", "routes",
+ *     "consumers", "plugins", "keyauth_credentials"): id → the entity's canonical JSON
+ *     (config_digest.h: sorted keys, compact, nulls kept so it round-trips);
+ *   - indexes: "idx:keyauth_credentials.key_digest" (32 raw bytes) → credential id,
+ *     "idx:consumers.username" and "idx:consumers.custom_id" → consumer id (strings longer
+ *     than 128 bytes are keyed by 0xff || SHA-256 of the string);
+ *   - "meta": format, applied config version, control plane id, config digest.
+ * A credential is stored as the DP receives it: `key_digest` instead of `key`. An entity
+ * carrying a field its schema marks TG_F_SECRET (a plaintext `key`) is refused.
+ *
+ * Writes (apply, snapshot, replace_all, set_cp_id) come from ONE thread at a time, the DP's
+ * control thread. Each is one LMDB write transaction committed with LMDB's default
+ * durability (fsync on commit): all of it or nothing, and a DP restarted without a CP reads
+ * its last applied config at once. When the memory map fills, the store aborts the
+ * transaction, doubles the map and retries (up to 3 times per call).
+ *
+ * Reads: any number of threads, no locks. Each worker owns a tg_store_reader_t (an LMDB
+ * read transaction opened with MDB_NOTLS, reset between uses) and brackets every lookup
+ * with tg_store_read_begin/tg_store_read_end. The views returned point into the memory map
+ * and are valid only until tg_store_read_end. Reads MUST be short: begin, look up, copy or
+ * parse what is needed, end — never hold a read across a return to the event loop, and
+ * never nest two reads on one thread. Growing the map waits for every open read to end,
+ * and a held read also keeps LMDB from reusing freed pages (the file grows). For the same
+ * reason the writing thread must not hold a read of its own while it writes.
+ *
+ * Ownership: the caller owns the store and each reader; free every reader before
+ * tg_store_close. Functions return 0 or a negative -TG_E* code (error.h).
+ */
+#ifndef TG_STORE_H
+#define TG_STORE_H
+
+#include "config_digest.h"
+#include "str.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Map size used when tg_store_open is given 0; it grows on demand. */
+#define TG_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
+
+typedef struct tg_store tg_store_t;
+typedef struct tg_store_snapshot tg_store_snapshot_t;
+struct MDB_txn;
+
+enum tg_store_op { TG_STORE_UPSERT, TG_STORE_DELETE };
+
+/* One change of a delta, or one entity of a snapshot (op ignored: always an upsert). */
+typedef struct tg_store_change {
+    const char *type; /* entity type: "services", ..., "keyauth_credentials" */
+    const char *id;   /* entity id; for upserts NULL means entity's "id" */
+    enum tg_store_op op;
+    const json_t *entity; /* upserts: the complete entity (its "id" must equal id) */
+} tg_store_change_t;
+
+/* Why a write was refused, for the NACK: which change and a message. */
+typedef struct tg_store_error {
+    size_t index; /* the failing change; SIZE_MAX when not about one change */
+    char message[200];
+} tg_store_error_t;
+
+typedef struct tg_store_info {
+    bool loaded;                               /* a config was ever applied (false: fresh store) */
+    int64_t version;                           /* applied config version; 0 when !loaded */
+    char digest[TG_CONFIG_DIGEST_HEX_LEN + 1]; /* config digest, hex */
+    char cp_id[64];                            /* control plane id; "" when unset */
+} tg_store_info_t;
+
+/* A worker's reader; fields are private. */
+typedef struct tg_store_reader {
+    tg_store_t *store;
+    struct MDB_txn *txn;
+    unsigned slot;
+    bool active;
+} tg_store_reader_t;
+
+/* ---- open / close ---- */
+
+/*
+ * Opens (creating `dir` with mode 0700 and the environment when missing) the store. map_size
+ * 0 means TG_STORE_DEFAULT_MAP_SIZE; a larger size recorded in the environment wins.
+ * -TG_ESYS when the directory cannot be created, -TG_EUNSUPPORTED for an unknown on-disk
+ * format, -TG_EIO for other LMDB failures.
+ */
+int tg_store_open(const char *dir, size_t map_size, tg_store_t **out);
+/* Closes the store. No reader may exist and no snapshot may be open. NULL is a no-op. */
+void tg_store_close(tg_store_t *s);
+
+/* ---- writes (control thread) ---- */
+
+/*
+ * Applies a delta in one transaction. `from_version` must equal the applied version (0 on a
+ * fresh store), else -TG_ECONFLICT (NACK with VERSION_GAP); to_version > from_version.
+ * Changes apply in order; deleting an absent entity is a no-op. An invalid change (unknown
+ * type, bad id, missing or mismatched entity, malformed key_digest, plaintext secret)
+ * fails the whole delta with -TG_EINVAL and `err` (optional) naming it. On any failure
+ * nothing changes. -TG_ETOOBIG when the map cannot grow enough.
+ */
+int tg_store_apply(tg_store_t *s, int64_t from_version, int64_t to_version,
+                   const tg_store_change_t *changes, size_t n, tg_store_error_t *err);
+
+/*
+ * Replaces the whole config with `entities` (snapshots, DB-less loads) at `version`, in one
+ * transaction, through the snapshot functions below. Same errors as tg_store_apply except
+ * the version check.
+ */
+int tg_store_replace_all(tg_store_t *s, int64_t version, const tg_store_change_t *entities,
+                         size_t n, tg_store_error_t *err);
+
+/*
+ * A snapshot streamed in chunks: begin opens the write transaction and empties every entity
+ * and index database (readers keep seeing the old config), put loads entities, commit sets
+ * the version and commits. With `expected_digest` (hex, from SnapshotEnd) a mismatch aborts
+ * with -TG_ECONFLICT. After a failed put the snapshot is dead: later puts return the same
+ * error; commit or abort must still be called and free it. -TG_EAGAIN from put or commit:
+ * the map was full and has been grown; request the snapshot again. Only one snapshot may be
+ * open, and no tg_store_apply while it is (-TG_EINVAL).
+ */
+int tg_store_snapshot_begin(tg_store_t *s, tg_store_snapshot_t **out);
+int tg_store_snapshot_put(tg_store_snapshot_t *snap, const tg_store_change_t *entities, size_t n,
+                          tg_store_error_t *err);
+int tg_store_snapshot_commit(tg_store_snapshot_t *snap, int64_t version,
+                             const char *expected_digest, tg_store_error_t *err);
+void tg_store_snapshot_abort(tg_store_snapshot_t *snap);
+
+/* Records the control plane id the config came from (at most 63 bytes). */
+int tg_store_set_cp_id(tg_store_t *s, const char *cp_id);
+
+/* ---- reads (any thread) ---- */
+
+/* Creates a reader for one thread at a time (it may move between threads between reads). */
+int tg_store_reader_init(tg_store_t *s, tg_store_reader_t *r);
+void tg_store_reader_free(tg_store_reader_t *r);
+/* Starts a consistent snapshot read; -TG_EINVAL when this reader already has one open. */
+int tg_store_read_begin(tg_store_reader_t *r);
+void tg_store_read_end(tg_store_reader_t *r);
+
+/* Inside a read: version, digest, control plane id. */
+int tg_store_get_info(tg_store_reader_t *r, tg_store_info_t *info);
+
+/*
+ * Inside a read: the digest recomputed from every stored entity (O(config)), to check the
+ * incremental one, e.g. after a digest mismatch before asking for a resync.
+ */
+int tg_store_digest_recompute(tg_store_reader_t *r, tg_config_digest_t *out);
+
+/*
+ * Lookups inside a read: *json is a view of the entity's canonical JSON (not NUL-terminated;
+ * parse with json_loadb), valid until tg_store_read_end. -TG_ENOTFOUND when absent,
+ * -TG_EINVAL for an unknown type.
+ */
+int tg_store_get(tg_store_reader_t *r, const char *type, tg_str_t id, tg_str_t *json);
+int tg_store_credential_by_digest(tg_store_reader_t *r, const uint8_t digest[32], tg_str_t *json);
+int tg_store_consumer_by_username(tg_store_reader_t *r, tg_str_t username, tg_str_t *json);
+int tg_store_consumer_by_custom_id(tg_store_reader_t *r, tg_str_t custom_id, tg_str_t *json);
+
+/* Number of entities of a type. */
+int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n);
+
+/*
+ * Calls cb for every entity of a type in id order (for building the router / plugin
+ * generation). A non-zero return from cb stops the walk and is returned.
+ */
+typedef int (*tg_store_each_cb)(void *ud, tg_str_t id, tg_str_t json);
+int tg_store_each(tg_store_reader_t *r, const char *type, tg_store_each_cb cb, void *ud);
+
+#endif
