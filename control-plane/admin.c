@@ -210,6 +210,10 @@ static void job_run(tg_job_t *job, tg_db_t *db)
 {
     admin_job_t *j = (admin_job_t *)job;
     tg_admin_req_t r = {.admin = j->admin, .http = j->req, .db = db};
+    free(j->body); /* a replayed write starts over */
+    j->body = NULL;
+    j->text = false;
+    j->allow[0] = '\0';
     snprintf(r.method, sizeof(r.method), "%.*s", (int)j->req->method.len, j->req->method.p);
     if (strcmp(r.method, "HEAD") == 0) strcpy(r.method, "GET"); /* the server drops the body */
     tg_dao_init(&r.dao, db, j->admin->cp_id, j->admin->keyring);

@@ -434,16 +434,17 @@ static int tx(tg_dao_t *dao, const tg_schema_t *s, const char *stmt)
 }
 
 /*
- * A write is its own transaction, or, inside a group-commit batch, a
- * savepoint of the batch's transaction (its change-log group is then written
- * by the worker just before the batch commits).
+ * A write is its own transaction, or part of a group-commit batch's
+ * transaction (workers.c). In a batch there are no per-write savepoints: a
+ * failing statement leaves the transaction aborted, and the worker then rolls
+ * the batch back and replays every write of it in its own transaction, so
+ * each gets its real answer. Here, in a batch, begin and rollback do nothing
+ * and commit only leaves the write's change-log group for the batch.
  */
 static void rollback(tg_dao_t *dao)
 {
     tg_db_err_t err;
-    if (dao->db->batch)
-        tg_db_run(dao->db, &err, "ROLLBACK TO SAVEPOINT w", 0, NULL);
-    else if (PQtransactionStatus(dao->db->conn) != PQTRANS_IDLE)
+    if (!dao->db->batch && PQtransactionStatus(dao->db->conn) != PQTRANS_IDLE)
         tg_db_run(dao->db, &err, "ROLLBACK", 0, NULL);
     json_decref(dao->changes);
     dao->changes = NULL;
@@ -453,7 +454,7 @@ static int begin(tg_dao_t *dao, const tg_schema_t *s)
 {
     json_decref(dao->changes);
     dao->changes = json_array();
-    return tx(dao, s, dao->db->batch ? "SAVEPOINT w" : "BEGIN");
+    return dao->db->batch ? 0 : tx(dao, s, "BEGIN");
 }
 
 static void record_change(tg_dao_t *dao, const char *type, const char *id, const char *op)
@@ -466,8 +467,6 @@ static int commit(tg_dao_t *dao, const tg_schema_t *s)
     int rc;
     dao->version = 0;
     if (dao->db->batch) {
-        /* No RELEASE: the savepoint stays on the batch's stack (at most one per
-         * write, bounded by MAX_BATCH), which saves a round trip per write. */
         tg_changelog_add(dao->db->batch, dao->cp_id, dao->changes);
         rc = 0;
     } else {

@@ -88,25 +88,40 @@ static int commit(tg_db_t *db, tg_db_err_t *err)
 }
 
 /*
- * Group commit: the batch runs in one transaction, each write in its own
- * savepoint leaving its change-log group; the groups become versions in one
- * statement just before the single COMMIT. A batch of one runs as its own
- * transaction.
+ * Group commit: the batch runs in one transaction with no per-write
+ * savepoints (a savepoint is a round trip and a subtransaction per write),
+ * each write leaving its change-log group; the groups become versions in one
+ * statement just before the single COMMIT. If any statement fails, PostgreSQL
+ * marks the transaction aborted: the batch is rolled back and every write of
+ * it is replayed in its own transaction, so each gets its real answer (a
+ * conflict costs the batch its grouping, never its correctness). A batch of
+ * one runs as its own transaction directly.
  */
+static void run_alone(tg_job_t *jobs, tg_db_t *db)
+{
+    for (tg_job_t *j = jobs; j; j = j->next) j->run(j, db);
+}
+
 static void run_batch(tg_job_t *jobs, tg_db_t *db)
 {
     tg_db_err_t err = {0};
     if (!jobs->next || tg_db_run(db, &err, "BEGIN", 0, NULL) != 0) {
-        for (tg_job_t *j = jobs; j; j = j->next) j->run(j, db);
+        run_alone(jobs, db);
         return;
     }
     tg_changelog_t cl;
     tg_changelog_init(&cl);
     db->batch = &cl;
-    for (tg_job_t *j = jobs; j; j = j->next) j->run(j, db);
+    for (tg_job_t *j = jobs; j && PQtransactionStatus(db->conn) == PQTRANS_INTRANS; j = j->next) j->run(j, db);
     db->batch = NULL;
+    if (PQtransactionStatus(db->conn) == PQTRANS_INERROR) {
+        tg_changelog_clear(&cl);
+        tg_db_run(db, &err, "ROLLBACK", 0, NULL);
+        run_alone(jobs, db);
+        return;
+    }
     long long last;
-    int rc = PQtransactionStatus(db->conn) == PQTRANS_INTRANS ? 0 : -TG_EDB;
+    int rc = PQtransactionStatus(db->conn) == PQTRANS_INTRANS ? 0 : -TG_EDBDOWN;
     if (rc == 0) rc = tg_changelog_write(&cl, db, &err, &last);
     if (rc == 0) rc = commit(db, &err);
     tg_changelog_clear(&cl);

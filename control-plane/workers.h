@@ -22,8 +22,10 @@ struct tg_job {
     /*
      * Writes set `batchable` and `abort`: they run on the one writer thread,
      * which takes every queued write (up to 64) and runs them in one
-     * transaction (group commit), each inside a savepoint with its own config
-     * version; everything else runs on the reader threads. If that
+     * transaction (group commit), each with its own config version; everything
+     * else runs on the reader threads. `run` may be called twice for a write
+     * (a batch that hit an error is replayed one write at a time), so it must
+     * start from scratch each time. If that
      * transaction then fails to commit, `abort` replaces each job's result
      * with the given HTTP status: nothing of it was acknowledged.
      */
