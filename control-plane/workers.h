@@ -20,7 +20,7 @@ struct tg_job {
     void (*run)(tg_job_t *job, tg_db_t *db); /* worker thread */
     void (*done)(tg_job_t *job);             /* loop thread */
     /*
-     * Writes set `batchable` and `abort`: they run on the one writer thread,
+     * Writes set `batchable` and `abort`: they run on the writer threads,
      * which takes every queued write (up to 64) and runs them in one
      * transaction (group commit), each with its own config version; everything
      * else runs on the reader threads. `run` may be called twice for a write
@@ -36,7 +36,7 @@ struct tg_job {
 
 typedef struct tg_workers tg_workers_t;
 
-/* Starts n threads (at least 2: one writer, the rest readers), each connecting with conninfo lazily (a down database is not fatal). */
+/* Starts n threads (at least 3: two writers, the rest readers), each connecting with conninfo lazily (a down database is not fatal). */
 tg_workers_t *tg_workers_start(uv_loop_t *loop, int n, const char *conninfo);
 /* Queues a job; callable from the loop thread. */
 void tg_workers_submit(tg_workers_t *w, tg_job_t *job);
