@@ -52,6 +52,13 @@ def load_consumers(pg, db, count):
                FROM (SELECT g, gen_random_uuid() AS id FROM generate_series(1, %s) g) u""",
             (cp_id, count))
         conn.commit()
+    # Consumers created through the API over time have long been vacuumed; a bulk load
+    # read at once would measure setting hint bits on fresh tuples, not paging.
+    conn = pg.connect(db)
+    conn.rollback()
+    conn.autocommit = True
+    conn.cursor().execute("VACUUM ANALYZE consumers")
+    conn.close()
 
 
 def page_all(admin):
@@ -108,7 +115,8 @@ def main():
             f"| write latency p50 / p99 | {lat.get('50', '?')} / {lat.get('99', '?')} | |",
             f"| non-2xx responses | {errors} | 0 |",
             f"| change log after the run | {nver} versions, {vmin}..{vmax}, gaps: {(vmax - vmin + 1 - nver) if nver else 0} | no gaps |",
-            f"| paging {total} consumers, size=1000 ({len(times)} pages) | total {sum(times):.0f} ms |  |",
+            f"| paging {total} consumers, size=1000 ({len(times)} pages; loaded in SQL, then VACUUM ANALYZE) "
+            f"| total {sum(times):.0f} ms |  |",
             f"| one 1000-item page p50 / p99 / max | {statistics.median(times):.1f} / "
             f"{times_sorted[int(len(times_sorted) * 0.99) - 1]:.1f} / {max(times):.1f} ms | < 50 ms |",
             "",
