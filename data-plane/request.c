@@ -1,0 +1,173 @@
+/*
+ * request.c — the request context's functions over struct tg_req; see
+ * request.h. No I/O here: the proxy moves bytes, this only records.
+ */
+#include "request.h"
+#include "alloc.h"
+#include "error.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_CHUNK 4096
+
+struct tg_req_arena_chunk {
+    tg_req_arena_chunk_t *next;
+    size_t used, cap;
+    max_align_t data[];
+};
+
+void tg_req_init(tg_req_t *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+void tg_req_release(tg_req_t *r)
+{
+    while (r->arena) {
+        tg_req_arena_chunk_t *next = r->arena->next;
+        free(r->arena);
+        r->arena = next;
+    }
+    free(r->exit_body);
+    free(r->upstream_edits);
+    free(r->response_headers);
+    r->exit_body = NULL;
+    r->upstream_edits = r->response_headers = NULL;
+}
+
+void *tg_req_alloc(tg_req_t *r, size_t n)
+{
+    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    tg_req_arena_chunk_t *c = r->arena;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+        c = tg_malloc(sizeof(*c) + cap);
+        c->used = 0;
+        c->cap = cap;
+        c->next = r->arena;
+        r->arena = c;
+    }
+    void *p = (char *)c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+static tg_str_t copy_str(tg_req_t *r, tg_str_t s)
+{
+    if (!s.p) return s;
+    char *p = tg_req_alloc(r, s.len + 1);
+    memcpy(p, s.p, s.len);
+    p[s.len] = '\0';
+    return (tg_str_t){p, s.len};
+}
+
+tg_str_t tg_req_method(const tg_req_t *r) { return r->method; }
+tg_str_t tg_req_path(const tg_req_t *r) { return r->path; }
+tg_str_t tg_req_query(const tg_req_t *r) { return r->query; }
+tg_str_t tg_req_client_ip(const tg_req_t *r) { return r->client_ip; }
+int64_t tg_req_start_ms(const tg_req_t *r) { return r->start_ms; }
+const json_t *tg_req_route(const tg_req_t *r) { return r->route; }
+const json_t *tg_req_service(const tg_req_t *r) { return r->service; }
+const json_t *tg_req_consumer(const tg_req_t *r) { return r->consumer; }
+const json_t *tg_req_credential(const tg_req_t *r) { return r->credential; }
+
+/* Header names compare case-insensitively with '_' and '-' equivalent, as Kong's do. */
+static bool name_eq(tg_str_t have, const char *want)
+{
+    size_t n = strlen(want);
+    if (have.len != n) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)have.p[i], b = (unsigned char)want[i];
+        if (a == '_') a = '-';
+        if (b == '_') b = '-';
+        if (tolower(a) != tolower(b)) return false;
+    }
+    return true;
+}
+
+bool tg_req_header(const tg_req_t *r, const char *name, size_t i, tg_str_t *value)
+{
+    for (size_t k = 0; k < r->nheaders; k++) {
+        if (!name_eq(r->headers[k].name, name)) continue;
+        if (i-- == 0) {
+            *value = r->headers[k].value;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t tg_req_header_count(const tg_req_t *r, const char *name)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < r->nheaders; k++) n += name_eq(r->headers[k].name, name);
+    return n;
+}
+
+int tg_req_body(tg_req_t *r, tg_str_t *body)
+{
+    switch (r->body_state) {
+    case TG_REQ_BODY_READY: *body = r->body; return 0;
+    case TG_REQ_BODY_TOOBIG: return -TG_ETOOBIG;
+    default: r->body_state = TG_REQ_BODY_WANTED; return -TG_EAGAIN;
+    }
+}
+
+void tg_req_set_body(tg_req_t *r, tg_str_t body, tg_str_t content_type)
+{
+    r->body_replaced = true;
+    r->new_body = copy_str(r, body);
+    r->new_content_type = copy_str(r, content_type);
+}
+
+void tg_req_set_query(tg_req_t *r, tg_str_t query)
+{
+    r->query_replaced = true;
+    r->new_query = copy_str(r, query);
+}
+
+static void push_edit(tg_req_t *r, tg_req_header_edit_t **arr, size_t *n, size_t *cap, const char *name,
+                      tg_str_t value)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        *arr = tg_realloc(*arr, *cap * sizeof(**arr));
+    }
+    tg_str_t nm = copy_str(r, tg_str_from(name));
+    (*arr)[(*n)++] = (tg_req_header_edit_t){nm.p, copy_str(r, value)};
+}
+
+void tg_req_set_upstream_header(tg_req_t *r, const char *name, tg_str_t value)
+{
+    push_edit(r, &r->upstream_edits, &r->nupstream_edits, &r->cap_upstream_edits, name, value);
+}
+
+void tg_req_add_response_header(tg_req_t *r, const char *name, tg_str_t value)
+{
+    push_edit(r, &r->response_headers, &r->nresponse_headers, &r->cap_response_headers, name, value);
+}
+
+void tg_req_set_consumer(tg_req_t *r, const json_t *consumer, const json_t *credential)
+{
+    r->consumer = consumer;
+    r->credential = credential;
+}
+
+void tg_req_exit(tg_req_t *r, int status, const char *message, const tg_http_header_t *headers,
+                 size_t nheaders)
+{
+    json_t *body = json_pack("{s:s,s:s%}", "message", message, "request_id",
+                             r->request_id.p ? r->request_id.p : "", r->request_id.len);
+    free(r->exit_body);
+    r->exit_body = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    r->exit_status = status;
+    for (size_t i = 0; i < nheaders; i++) {
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)headers[i].name.len, headers[i].name.p);
+        tg_req_add_response_header(r, name, headers[i].value);
+    }
+}
