@@ -222,7 +222,7 @@ static void job_run(tg_job_t *job, tg_db_t *db)
     if (r.body) j->body = json_dumps(r.body, JSON_COMPACT);
     if (r.text) {
         j->body = r.text;
-        j->text = true;
+        j->text = !r.text_is_json;
     }
     if (r.allow) snprintf(j->allow, sizeof(j->allow), "%s", r.allow);
     json_decref(r.body);

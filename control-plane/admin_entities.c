@@ -53,28 +53,38 @@ static const tg_schema_t *child_by_path(const tg_schema_t *parent, const char *s
 
 /* ---------------------------------------------------------------- lists */
 
+/* {"next": ..., "offset": ...} for a page: next keeps size and tags, offset is URL-escaped. */
+static json_t *page_links(tg_admin_req_t *r, const char *offset)
+{
+    if (!offset) return json_pack("{s:n}", "next");
+    char next[1024];
+    size_t len = (size_t)snprintf(next, sizeof(next), "%s?offset=", r->path);
+    for (const char *p = offset; *p && len + 4 < sizeof(next); p++) /* base64's + / = */
+        len += (size_t)(strchr("+/=", *p) ? snprintf(next + len, sizeof(next) - len, "%%%02X", *p)
+                                          : snprintf(next + len, sizeof(next) - len, "%c", *p));
+    const char *size = tg_admin_query(r, "size"), *tags = tg_admin_query(r, "tags");
+    if (size) len += (size_t)snprintf(next + len, sizeof(next) - len, "&size=%s", size);
+    if (tags) snprintf(next + len, sizeof(next) - len, "&tags=%s", tags);
+    return json_pack("{s:s,s:s}", "next", next, "offset", offset);
+}
+
 static void reply_page(tg_admin_req_t *r, tg_dao_page_t *page)
 {
-    json_t *body = json_pack("{s:o}", "data", page->data);
-    if (page->next_offset) {
-        char *esc = tg_asprintf("%s", page->next_offset);
-        /* base64 may hold '+', '/' and '=': percent-encode them for the URL */
-        char next[1024];
-        size_t len = (size_t)snprintf(next, sizeof(next), "%s?offset=", r->path);
-        for (const char *p = esc; *p && len + 4 < sizeof(next); p++)
-            len += (size_t)(strchr("+/=", *p) ? snprintf(next + len, sizeof(next) - len, "%%%02X", *p)
-                                              : snprintf(next + len, sizeof(next) - len, "%c", *p));
-        const char *size = tg_admin_query(r, "size"), *tags = tg_admin_query(r, "tags");
-        if (size) len += (size_t)snprintf(next + len, sizeof(next) - len, "&size=%s", size);
-        if (tags) snprintf(next + len, sizeof(next) - len, "&tags=%s", tags);
-        json_object_set_new(body, "next", json_string(next));
-        json_object_set_new(body, "offset", json_string(page->next_offset));
-        free(esc);
-        free(page->next_offset);
-    } else {
-        json_object_set_new(body, "next", json_null());
+    json_t *links = page_links(r, page->next_offset);
+    free(page->next_offset);
+    if (!page->data_text) {
+        json_object_set_new(links, "data", page->data);
+        tg_admin_reply(r, 200, links);
+        return;
     }
-    tg_admin_reply(r, 200, body);
+    /* Splice the stored documents in as they are: {"data":[...],<links>} */
+    char *tail = json_dumps(links, JSON_COMPACT);
+    json_decref(links);
+    r->text = tg_asprintf("{\"data\":%s,%s", page->data_text, tail + 1);
+    r->text_is_json = true;
+    r->status = 200;
+    free(tail);
+    free(page->data_text);
 }
 
 static void list(tg_admin_req_t *r, const tg_schema_t *s, const tg_field_t *fk, const char *parent_id)

@@ -25,7 +25,8 @@ typedef struct tg_admin_req {
     /* the response */
     int status;
     json_t *body;                     /* NULL = no body */
-    char *text;                       /* plain-text body instead (metrics); owned */
+    char *text;                       /* a body as text instead (metrics, pages); owned */
+    bool text_is_json;                /* ... and it is JSON */
     const char *allow;                /* methods for 405 */
 } tg_admin_req_t;
 

@@ -368,6 +368,24 @@ static int parse_offset(tg_dao_t *dao, const char *raw, char **after)
     return 0;
 }
 
+/* "[doc,doc,...]" straight from the stored documents (what the API returns for them). */
+static char *concat_docs(PGresult *res, int n)
+{
+    size_t len = 2;
+    for (int i = 0; i < n; i++) len += (size_t)PQgetlength(res, i, 0) + 1;
+    char *out = tg_malloc(len + 1), *p = out;
+    *p++ = '[';
+    for (int i = 0; i < n; i++) {
+        if (i) *p++ = ',';
+        size_t l = (size_t)PQgetlength(res, i, 0);
+        memcpy(p, PQgetvalue(res, i, 0), l);
+        p += l;
+    }
+    *p++ = ']';
+    *p = '\0';
+    return out;
+}
+
 int tg_dao_list(tg_dao_t *dao, const tg_schema_t *s, const tg_dao_query_t *q, tg_dao_page_t *page)
 {
     long size;
@@ -411,8 +429,9 @@ int tg_dao_list(tg_dao_t *dao, const tg_schema_t *s, const tg_dao_query_t *q, tg
     free(tags);
     if (!res) return map_db_error(dao, s, &err, NULL, NULL, false);
     int n = PQntuples(res);
-    page->data = json_array();
-    for (int i = 0; i < n && i < size; i++) {
+    if (!s->ttl && !secret_field(s)) page->data_text = concat_docs(res, n < size ? n : (int)size);
+    else page->data = json_array();
+    for (int i = 0; page->data && i < n && i < size; i++) {
         json_t *e = row_entity(dao, s, res, i);
         if (e) json_array_append_new(page->data, e);
     }

@@ -42,7 +42,9 @@ typedef struct tg_dao_query {
 } tg_dao_query_t;
 
 typedef struct tg_dao_page {
-    json_t *data;      /* array of entities */
+    json_t *data;      /* array of entities, or NULL when data_text is set */
+    char *data_text;   /* the same as JSON array text, for entities stored exactly as
+                          returned (no secrets, no TTL): no parse and re-serialise */
     char *next_offset; /* NULL on the last page; caller frees */
 } tg_dao_page_t;
 
