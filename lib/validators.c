@@ -1,6 +1,9 @@
 #include "validators.h"
 #include "plugins.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,7 +162,19 @@ const char *tg_check_path(const json_t *v, char *err, size_t errlen)
 const char *tg_check_route_path(const json_t *v, char *err, size_t errlen)
 {
     const char *s = json_string_value(v);
-    if (s[0] == '~' && s[1] == '/') return NULL; /* regex: compiled and checked by the router */
+    if (s[0] == '~' && s[1] == '/') {
+        /* Compiled here only to reject what the data plane's router could not compile. */
+        int code;
+        PCRE2_SIZE off;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)(s + 1), PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+        if (re) {
+            pcre2_code_free(re);
+            return NULL;
+        }
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        return fail(err, errlen, "invalid regex: '%s' (PCRE returned: %s)", s + 1, (const char *)msg);
+    }
     if (s[0] != '/')
         return fail(err, errlen, "%s", "should start with: / (fixed path) or ~/ (regex path)");
     return check_path_chars(s, err, errlen);

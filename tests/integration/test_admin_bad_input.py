@@ -657,3 +657,13 @@ def test_get_single_entity_returns_it(admin, seed):
         assert r.content, f"GET {path}: 200 with an empty body (Content-Length: " \
                           f"{r.headers.get('Content-Length')})"
         assert json_body(r)["id"] == expected["id"]
+
+
+def test_invalid_route_regex_is_a_schema_violation(admin):
+    """A regex path the router could not compile is refused when written, as Kong does."""
+    r = admin.post("/routes", json={"paths": ["~/(foo"]})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["code"] == 2
+    assert body["fields"]["paths"] == ["invalid regex: '/(foo' (PCRE returned: missing closing parenthesis)"]
+    assert admin.post("/routes", json={"paths": [r"~/foo/\d+$"]}).status_code == 201
