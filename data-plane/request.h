@@ -52,6 +52,9 @@ struct tg_req {
     tg_str_t request_id;
     enum tg_req_body_state body_state;
     tg_str_t body, content_type; /* body when READY */
+    /* where key-auth looks up credentials and consumers (identity.h); JSON it returns lives
+     * until the request ends */
+    const struct tg_identity_source *identity;
     /* results (read by the proxy) */
     const json_t *consumer, *credential;
     tg_req_header_edit_t *upstream_edits, *response_headers;

@@ -1,0 +1,471 @@
+/*
+ * key-auth/handler.c — Kong 3.10's key-auth on the data plane (kong-compat.md §2.2–§2.5).
+ *
+ * configure() compiles an instance's config into a ka_conf (process memory, owned by the
+ * plugin chain of one config generation, read-only afterwards, shared by all workers).
+ * access() runs on a worker thread per request: find the key (key_names in order, each in
+ * header → query → body), hide it if asked, look the credential up by the SHA-256 of the
+ * key through the request's identity source (identity.h), and set the consumer and its
+ * upstream headers — or fall back to the anonymous consumer, or answer 401/500.
+ *
+ * The phase may return TG_FLOW_AGAIN when it needs the body (key_in_body); it then runs
+ * again from the start, so nothing is recorded on the request before the body is in.
+ */
+#include "alloc.h"
+#include "crypto.h"
+#include "error.h"
+#include "identity.h"
+#include "key_auth_args.h"
+#include "log.h"
+#include "plugin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "key-auth"
+
+#define ERR_DUPLICATE_API_KEY "Duplicate API key found"
+#define ERR_NO_API_KEY "No API key found in request"
+#define ERR_INVALID_AUTH_CRED "Unauthorized"
+#define ERR_UNEXPECTED "An unexpected error occurred"
+
+enum scope { SCOPE_CP, SCOPE_REALM };
+
+/* One entry of identity_realms: where keys are looked up, in order. */
+struct source {
+    enum scope scope;
+    char *id; /* realm id (scope realm) */
+    char *region;
+};
+
+typedef struct ka_conf {
+    char **key_names;
+    size_t nkeys;
+    bool hide_credentials, key_in_header, key_in_query, key_in_body, run_on_preflight;
+    char *anonymous; /* consumer id or username; NULL when unset */
+    char *www;       /* the WWW-Authenticate value of every 401 */
+    struct source *sources;
+    size_t nsources;
+} ka_conf_t;
+
+/* What one authentication attempt came to. */
+enum outcome {
+    AUTH_OK,
+    AUTH_AGAIN, /* waiting for the body */
+    AUTH_FAIL,  /* status/message in the attempt; anonymous may still apply */
+    AUTH_ERROR, /* a lookup failed: 500, anonymous does not apply (Kong raises) */
+};
+
+struct attempt {
+    tg_req_t *r;
+    const ka_conf_t *c;
+    tg_key_auth_args_body_t body;
+    bool body_loaded;
+    int status;
+    const char *message;
+};
+
+/* ------------------------------------------------------------------ configure */
+
+static char *dup_or_null(const json_t *v)
+{
+    return json_is_string(v) ? tg_strdup(json_string_value(v)) : NULL;
+}
+
+static bool get_bool(const json_t *conf, const char *name, bool dflt)
+{
+    const json_t *v = json_object_get(conf, name);
+    return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+static void ka_release(void *compiled)
+{
+    ka_conf_t *c = compiled;
+    if (!c) return;
+    for (size_t i = 0; i < c->nkeys; i++)
+        free(c->key_names[i]);
+    for (size_t i = 0; i < c->nsources; i++) {
+        free(c->sources[i].id);
+        free(c->sources[i].region);
+    }
+    free(c->key_names);
+    free(c->sources);
+    free(c->anonymous);
+    free(c->www);
+    free(c);
+}
+
+static int compile_key_names(ka_conf_t *c, const json_t *names, char *err, size_t errlen)
+{
+    size_t n = json_is_array(names) ? json_array_size(names) : 1;
+    c->key_names = tg_calloc(n, sizeof(char *));
+    if (!names || json_is_null(names)) { /* the schema's default */
+        c->key_names[c->nkeys++] = tg_strdup("apikey");
+        return 0;
+    }
+    for (size_t i = 0; json_is_array(names) && i < n; i++) {
+        const char *name = json_string_value(json_array_get(names, i));
+        if (!name) break;
+        c->key_names[c->nkeys++] = tg_strdup(name);
+    }
+    if (json_is_array(names) && c->nkeys == n) return 0;
+    /* Kong answers every request 500 "Invalid plugin configuration"; we refuse it up front */
+    snprintf(err, errlen, "Invalid plugin configuration: key_names must be an array of strings");
+    return -TG_EINVAL;
+}
+
+/* identity_realms: absent, null or empty means the classic [{scope: cp}]. */
+static void compile_sources(ka_conf_t *c, const json_t *realms)
+{
+    size_t n = json_array_size(realms);
+    c->sources = tg_calloc(n ? n : 1, sizeof(*c->sources));
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(realms, i);
+        const char *scope = json_string_value(json_object_get(e, "scope"));
+        struct source *s = &c->sources[c->nsources++];
+        s->scope = scope && strcmp(scope, "realm") == 0 ? SCOPE_REALM : SCOPE_CP;
+        s->id = dup_or_null(json_object_get(e, "id"));
+        s->region = dup_or_null(json_object_get(e, "region"));
+    }
+    if (n == 0) c->sources[c->nsources++].scope = SCOPE_CP;
+}
+
+static char *www_authenticate(const json_t *realm)
+{
+    if (!json_is_string(realm)) return tg_strdup("Key");
+    return tg_asprintf("Key realm=\"%s\"", json_string_value(realm));
+}
+
+static int ka_configure(const json_t *plugin, void **compiled, char *err, size_t errlen)
+{
+    const json_t *conf = json_object_get(plugin, "config");
+    ka_conf_t *c = tg_calloc(1, sizeof(*c));
+    int rc = compile_key_names(c, json_object_get(conf, "key_names"), err, errlen);
+    if (rc < 0) {
+        ka_release(c);
+        return rc;
+    }
+    c->hide_credentials = get_bool(conf, "hide_credentials", false);
+    c->key_in_header = get_bool(conf, "key_in_header", true);
+    c->key_in_query = get_bool(conf, "key_in_query", true);
+    c->key_in_body = get_bool(conf, "key_in_body", false);
+    c->run_on_preflight = get_bool(conf, "run_on_preflight", true);
+    c->anonymous = dup_or_null(json_object_get(conf, "anonymous"));
+    c->www = www_authenticate(json_object_get(conf, "realm"));
+    compile_sources(c, json_object_get(conf, "identity_realms"));
+    *compiled = c;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ finding the key */
+
+static enum outcome fail(struct attempt *a, int status, const char *message)
+{
+    a->status = status;
+    a->message = message;
+    return status == 500 ? AUTH_ERROR : AUTH_FAIL;
+}
+
+/* The body, read once per attempt; a body that cannot be read or decoded is empty. */
+static enum outcome load_body(struct attempt *a)
+{
+    if (a->body_loaded) return AUTH_OK;
+    tg_str_t raw = TG_STR_NULL, ctype = TG_STR_NULL;
+    int rc = tg_req_body(a->r, &raw);
+    if (rc == -TG_EAGAIN) return AUTH_AGAIN;
+    if (rc < 0) {
+        TG_LOGI(MOD, "cannot process request body: %s", tg_strerror(rc));
+        raw = TG_STR_NULL;
+    }
+    tg_req_header(a->r, "Content-Type", 0, &ctype);
+    tg_key_auth_args_body_parse(a->r, &a->body, raw, ctype);
+    a->body_loaded = true;
+    return AUTH_OK;
+}
+
+static tg_key_auth_arg_t header_arg(const tg_req_t *r, const char *name, tg_str_t *value)
+{
+    size_t n = tg_req_header_count(r, name);
+    if (n == 0) return TG_KEY_AUTH_ARG_ABSENT;
+    if (n > 1) return TG_KEY_AUTH_ARG_TABLE;
+    tg_req_header(r, name, 0, value);
+    return TG_KEY_AUTH_ARG_STRING;
+}
+
+/* The value of one key name: header, else query, else body (Kong's `if not v` chain). */
+static enum outcome lookup_name(struct attempt *a, const char *name, tg_key_auth_arg_t *kind,
+                                tg_str_t *value)
+{
+    const ka_conf_t *c = a->c;
+    tg_str_t query = tg_req_query(a->r);
+    *kind = TG_KEY_AUTH_ARG_ABSENT;
+    if (c->key_in_header) *kind = header_arg(a->r, name, value);
+    if (*kind == TG_KEY_AUTH_ARG_ABSENT && c->key_in_query && query.p)
+        *kind = tg_key_auth_args_form_get(a->r, query, name, value);
+    if (*kind == TG_KEY_AUTH_ARG_ABSENT && c->key_in_body) {
+        enum outcome o = load_body(a);
+        if (o != AUTH_OK) return o;
+        *kind = tg_key_auth_args_body_get(a->r, &a->body, name, value);
+    }
+    return AUTH_OK;
+}
+
+/*
+ * The first key name with a string value gives the key — even an empty or invalid one:
+ * there is no fallback to later names. A repeated value is refused outright.
+ */
+static enum outcome find_key(struct attempt *a, tg_str_t *key, const char **name)
+{
+    *name = NULL;
+    for (size_t i = 0; i < a->c->nkeys; i++) {
+        tg_key_auth_arg_t kind;
+        enum outcome o = lookup_name(a, a->c->key_names[i], &kind, key);
+        if (o != AUTH_OK) return o;
+        if (kind == TG_KEY_AUTH_ARG_STRING) {
+            /* a copy: hiding the key may free the JSON body the value points into */
+            char *copy = tg_req_alloc(a->r, key->len + 1);
+            if (key->len) memcpy(copy, key->p, key->len);
+            copy[key->len] = '\0';
+            *key = (tg_str_t){copy, key->len};
+            *name = a->c->key_names[i];
+            return AUTH_OK;
+        }
+        if (kind == TG_KEY_AUTH_ARG_TABLE) return fail(a, 401, ERR_DUPLICATE_API_KEY);
+    }
+    return AUTH_OK;
+}
+
+/* hide_credentials: the key name leaves the query, the headers and (key_in_body) the body. */
+static enum outcome hide_key(struct attempt *a, const char *name)
+{
+    if (a->c->key_in_body) {
+        enum outcome o = load_body(a); /* before any edit: AGAIN re-runs the phase */
+        if (o != AUTH_OK) return o;
+    }
+    tg_str_t query = tg_req_query(a->r), rest;
+    if (query.p && tg_key_auth_args_form_remove(a->r, query, name, &rest))
+        tg_req_set_query(a->r, rest);
+    tg_req_set_upstream_header(a->r, name, TG_STR_NULL);
+    if (a->c->key_in_body && tg_key_auth_args_body_remove(a->r, &a->body, name, &rest))
+        tg_req_set_body(a->r, rest, a->body.content_type);
+    return AUTH_OK;
+}
+
+/* ------------------------------------------------------------------ identities */
+
+static tg_str_t json_str(const json_t *obj, const char *name)
+{
+    const json_t *v = json_object_get(obj, name);
+    return json_is_string(v) ? (tg_str_t){json_string_value(v), json_string_length(v)}
+                             : TG_STR_NULL;
+}
+
+/* An entity's id for log lines. */
+static const char *id_of(const json_t *entity)
+{
+    const char *id = json_string_value(json_object_get(entity, "id"));
+    return id ? id : "?";
+}
+
+/*
+ * identity_realms entries with scope "realm": the realm cache and the CP lookup over the
+ * sync stream (DESIGN §7) are not built yet, so a realm finds nothing and the list goes on
+ * to its next entry. This is the one place to plug them in.
+ */
+static int realm_credential_lookup(tg_req_t *r, const struct source *realm,
+                                   const uint8_t digest[TG_SHA256_LEN], json_t **cred)
+{
+    (void)r;
+    (void)realm;
+    (void)digest;
+    *cred = NULL;
+    return -TG_ENOTFOUND;
+}
+
+static int nibble(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+static bool hex_to_bytes(tg_str_t hex, uint8_t *out, size_t n)
+{
+    if (hex.len != 2 * n) return false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = nibble(hex.p[2 * i]), lo = nibble(hex.p[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+/*
+ * A credential found by digest counts only if its stored digest is the one computed
+ * (compared in constant time: the index is a lookup structure, this is the check) and it
+ * has not expired (expires_at <= now is Kong's ttl reaching 0: treated as not found).
+ */
+static bool credential_usable(const tg_req_t *r, const json_t *cred,
+                              const uint8_t digest[TG_SHA256_LEN])
+{
+    uint8_t stored[TG_SHA256_LEN];
+    if (!hex_to_bytes(json_str(cred, "key_digest"), stored, sizeof(stored))) {
+        TG_LOGE(MOD, "credential %s has no valid key_digest", id_of(cred));
+        return false;
+    }
+    if (!tg_ct_equal(stored, digest, TG_SHA256_LEN)) return false;
+    const json_t *exp = json_object_get(cred, "expires_at");
+    return !json_is_number(exp) || json_number_value(exp) * 1000.0 > (double)tg_req_start_ms(r);
+}
+
+/* 0 with *cred, -TG_ENOTFOUND, or the first lookup error when no source had the key. */
+static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, const json_t **cred)
+{
+    const tg_identity_source_t *ids = r->identity;
+    uint8_t digest[TG_SHA256_LEN];
+    tg_sha256(key.p, key.len, digest);
+    int first_err = 0;
+    for (size_t i = 0; i < c->nsources; i++) {
+        json_t *found = NULL;
+        int rc;
+        if (c->sources[i].scope == SCOPE_REALM)
+            rc = realm_credential_lookup(r, &c->sources[i], digest, &found);
+        else
+            rc = ids ? ids->credential_by_digest(ids->ud, digest, &found) : -TG_EINVAL;
+        if (rc == 0 && credential_usable(r, found, digest)) {
+            *cred = found;
+            return 0;
+        }
+        if (rc < 0 && rc != -TG_ENOTFOUND && first_err == 0) first_err = rc;
+    }
+    return first_err ? first_err : -TG_ENOTFOUND;
+}
+
+static void set_or_clear(tg_req_t *r, const char *header, tg_str_t value)
+{
+    tg_req_set_upstream_header(r, header, value.p ? value : TG_STR_NULL);
+}
+
+/*
+ * Records the identity and sets the X-Consumer-* headers upstream. Every header that does
+ * not apply is removed, so a client cannot pass a forged one through.
+ */
+static void set_consumer(tg_req_t *r, const json_t *consumer, const json_t *credential)
+{
+    tg_req_set_consumer(r, consumer, credential);
+    set_or_clear(r, "X-Consumer-ID", json_str(consumer, "id"));
+    set_or_clear(r, "X-Consumer-Custom-ID", json_str(consumer, "custom_id"));
+    set_or_clear(r, "X-Consumer-Username", json_str(consumer, "username"));
+    set_or_clear(r, "X-Credential-Identifier", json_str(credential, "id"));
+    set_or_clear(r, "X-Anonymous-Consumer", credential ? TG_STR_NULL : TG_STR("true"));
+}
+
+/* The credential's consumer; Kong goes on without one when it is missing. */
+static enum outcome load_owner(struct attempt *a, const json_t *cred, const json_t **consumer)
+{
+    const tg_identity_source_t *ids = a->r->identity;
+    tg_str_t id = json_str(json_object_get(cred, "consumer"), "id");
+    json_t *found = NULL;
+    int rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
+    if (rc == -TG_ENOTFOUND) {
+        TG_LOGW(MOD, "consumer of credential %s not found", id_of(cred));
+        found = NULL;
+    } else if (rc < 0) {
+        TG_LOGE(MOD, "loading the consumer of credential %s: %s", id_of(cred), tg_strerror(rc));
+        a->status = 500; /* Kong answers it, but through the anonymous fallback */
+        a->message = ERR_UNEXPECTED;
+        return AUTH_FAIL;
+    }
+    *consumer = found;
+    return AUTH_OK;
+}
+
+/* Steps 3–8 of §2.2. */
+static enum outcome authenticate(struct attempt *a)
+{
+    tg_str_t key = TG_STR_NULL;
+    const char *name;
+    enum outcome o = find_key(a, &key, &name);
+    if (o == AUTH_OK && name && a->c->hide_credentials) o = hide_key(a, name);
+    if (o != AUTH_OK) return o;
+    if (!name || key.len == 0) return fail(a, 401, ERR_NO_API_KEY);
+    const json_t *cred = NULL, *consumer = NULL;
+    int rc = find_credential(a->r, a->c, key, &cred);
+    if (rc == -TG_ENOTFOUND) return fail(a, 401, ERR_INVALID_AUTH_CRED);
+    if (rc < 0) {
+        TG_LOGE(MOD, "credential lookup failed: %s", tg_strerror(rc));
+        return fail(a, 500, ERR_UNEXPECTED);
+    }
+    o = load_owner(a, cred, &consumer);
+    if (o != AUTH_OK) return o;
+    set_consumer(a->r, consumer, cred);
+    return AUTH_OK;
+}
+
+/* The anonymous consumer: by id when the value is a UUID, else (or when absent) by username. */
+static tg_flow_t use_anonymous(tg_req_t *r, const ka_conf_t *c)
+{
+    const tg_identity_source_t *ids = r->identity;
+    tg_str_t v = tg_str_from(c->anonymous);
+    json_t *consumer = NULL;
+    int rc = -TG_ENOTFOUND;
+    if (tg_uuid_valid(v)) rc = ids->consumer_by_id(ids->ud, v, &consumer);
+    if (rc == -TG_ENOTFOUND) rc = ids->consumer_by_username(ids->ud, v, &consumer);
+    if (rc == -TG_ENOTFOUND) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "anonymous consumer %s is configured but doesn't exist",
+                 c->anonymous);
+        TG_LOGE(MOD, "%s", msg);
+        tg_req_exit(r, 500, msg, NULL, 0);
+        return TG_FLOW_DONE;
+    }
+    if (rc < 0) {
+        TG_LOGE(MOD, "loading anonymous consumer %s: %s", c->anonymous, tg_strerror(rc));
+        tg_req_exit(r, 500, ERR_UNEXPECTED, NULL, 0);
+        return TG_FLOW_DONE;
+    }
+    set_consumer(r, consumer, NULL);
+    return TG_FLOW_CONTINUE;
+}
+
+static tg_flow_t answer(tg_req_t *r, const ka_conf_t *c, int status, const char *message)
+{
+    tg_http_header_t www = {TG_STR("WWW-Authenticate"), tg_str_from(c->www)};
+    tg_req_exit(r, status, message, status == 401 ? &www : NULL, status == 401 ? 1 : 0);
+    return TG_FLOW_DONE;
+}
+
+static tg_flow_t ka_access(tg_req_t *r, void *compiled)
+{
+    const ka_conf_t *c = compiled;
+    if (!c->run_on_preflight && tg_str_eq_lit(tg_req_method(r), "OPTIONS")) return TG_FLOW_CONTINUE;
+    /* logical OR between auth plugins: an earlier one already authenticated the request */
+    if (c->anonymous && tg_req_credential(r)) return TG_FLOW_CONTINUE;
+    if (!r->identity) {
+        TG_LOGE(MOD, "no identity source on the request");
+        return answer(r, c, 500, ERR_UNEXPECTED);
+    }
+    struct attempt a = {.r = r, .c = c};
+    enum outcome o = authenticate(&a);
+    tg_key_auth_args_body_free(&a.body);
+    switch (o) {
+    case AUTH_OK:
+        return TG_FLOW_CONTINUE;
+    case AUTH_AGAIN:
+        return TG_FLOW_AGAIN;
+    case AUTH_FAIL:
+        return c->anonymous ? use_anonymous(r, c) : answer(r, c, a.status, a.message);
+    default:
+        return answer(r, c, a.status, a.message);
+    }
+}
+
+extern const tg_plugin_handler_t tg_plugin_handler_key_auth;
+const tg_plugin_handler_t tg_plugin_handler_key_auth = {
+    .name = "key-auth",
+    .configure = ka_configure,
+    .release = ka_release,
+    .access = ka_access,
+};

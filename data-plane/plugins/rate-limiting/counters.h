@@ -1,0 +1,106 @@
+/*
+ * counters.h — rate-limiting counters shared by every worker thread of a data plane
+ * (the `local` policy; DESIGN §7), and Kong's fixed calendar windows.
+ *
+ * Layout: one fixed-size open-addressing table per period (second ... year), allocated
+ * once and never resized. A slot holds the counter of one key in one window: the key is
+ * Kong's `ratelimit:<route_id>:<service_id>:<identifier>:<period_start_ms>:<period>`, kept
+ * as a 128-bit fingerprint of a SHA-256 seeded with a per-table secret (so clients cannot
+ * aim keys at one probe run), plus the window's end.
+ *
+ * Concurrency: lock-free. Slot state, a generation and the count share one atomic word;
+ * claiming a slot is a compare-and-swap, counting is a compare-and-swap that checks the
+ * generation, and reading a slot's key is validated seqlock-style. A thread that meets a
+ * slot another thread is filling in (a few stores) spins briefly; after a bounded wait it
+ * gives up with -TG_EAGAIN instead of blocking.
+ *
+ * Expiry and memory bound: memory is slots_per_period * 6 * 32 bytes, fixed at creation
+ * (default TG_RL_COUNTERS_DEFAULT_SLOTS: 24 MiB of address space, touched as used). A
+ * slot whose window ended before the window of the key being looked up is reused in place;
+ * there is no sweeper. Because every key in one table has the same period, "ended before
+ * my window began" is exactly "expired", and the rule never depends on a thread's clock.
+ * When TG_RL_COUNTERS_MAX_PROBE consecutive slots from a key's home are all live windows
+ * of other keys, the table is full for that key: acquire returns -TG_ETOOBIG and the
+ * plugin behaves as Kong does on a store error (fault_tolerant: proxy without rate-limit
+ * headers; otherwise 500).
+ *
+ * Ownership: the caller owns a table from create until destroy; tg_rl_counters_shared()
+ * is the process-wide table the plugin uses, created on first use and never freed.
+ * Handles are plain values valid as long as the table.
+ */
+#ifndef TG_RL_COUNTERS_H
+#define TG_RL_COUNTERS_H
+
+#include "str.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_RL_COUNTERS_DEFAULT_SLOTS ((size_t)1 << 17) /* per period */
+#define TG_RL_COUNTERS_MAX_PROBE 64
+
+typedef enum tg_rl_period {
+    TG_RL_SECOND,
+    TG_RL_MINUTE,
+    TG_RL_HOUR,
+    TG_RL_DAY,
+    TG_RL_MONTH,
+    TG_RL_YEAR,
+    TG_RL_NPERIODS,
+} tg_rl_period_t;
+
+/* A fixed window [start_ms, end_ms), calendar-aligned in UTC. */
+typedef struct tg_rl_window {
+    int64_t start_ms, end_ms;
+} tg_rl_window_t;
+
+typedef struct tg_rl_counters tg_rl_counters_t;
+
+/* A counter found or created by acquire; a plain value, no release needed. */
+typedef struct tg_rl_counter {
+    void *slot;
+    uint32_t gen;
+} tg_rl_counter_t;
+
+/* ---- windows ---- */
+
+/* Kong's name of a period: "second" ... "year". */
+const char *tg_rl_counters_period_name(tg_rl_period_t p);
+/* Kong's window length in seconds (expiration.lua): month 30 days, year 365 days. */
+int64_t tg_rl_counters_period_seconds(tg_rl_period_t p);
+/*
+ * The window of `p` containing now_ms: second, minute, hour and day aligned to the epoch;
+ * month from day 1 00:00 UTC to the next month's; year from Jan 1 to the next Jan 1.
+ */
+tg_rl_window_t tg_rl_counters_window(tg_rl_period_t p, int64_t now_ms);
+
+/* ---- tables ---- */
+
+/*
+ * Creates a table with `slots_per_period` slots per period (rounded up to a power of two,
+ * at least TG_RL_COUNTERS_MAX_PROBE). 0 or -TG_EINVAL for a size of 0 or beyond 2^30.
+ */
+int tg_rl_counters_create(size_t slots_per_period, tg_rl_counters_t **out);
+/* Frees a table; no thread may use it any more. NULL is a no-op. */
+void tg_rl_counters_destroy(tg_rl_counters_t *c);
+/*
+ * The process-wide table, created with TG_RL_COUNTERS_DEFAULT_SLOTS on first use unless
+ * tg_rl_counters_shared_init chose another size before (-TG_EEXISTS after first use).
+ */
+tg_rl_counters_t *tg_rl_counters_shared(void);
+int tg_rl_counters_shared_init(size_t slots_per_period);
+
+/*
+ * Finds the counter of `key` in window `w` of period `p`, creating it at 0 when absent.
+ * 0 with *out; -TG_ETOOBIG when the table has no room for it; -TG_EAGAIN when a slot on
+ * its probe run stayed busy for too long. Never blocks, never allocates for keys up to
+ * 1 KiB. Thread-safe.
+ */
+int tg_rl_counters_acquire(tg_rl_counters_t *c, tg_rl_period_t p, tg_str_t key, tg_rl_window_t w,
+                           tg_rl_counter_t *out);
+/* The current count (0 once the slot went to another window). Thread-safe. */
+uint64_t tg_rl_counters_get(const tg_rl_counter_t *h);
+/* Adds n; dropped when the slot went to another window since acquire. Thread-safe. */
+void tg_rl_counters_add(const tg_rl_counter_t *h, uint64_t n);
+
+#endif
