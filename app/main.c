@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "cp.h"
+#include "dp.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -23,6 +24,10 @@ static const struct command {
     {"cp", "migrate", tg_cp_cmd_migrate, "apply pending database migrations"},
     {"cp", "admin-token", tg_cp_cmd_admin_token,
      "create [--name N] | list | revoke ID: admin tokens for the HTTPS Admin API"},
+    {"dp", "start", tg_dp_cmd_start,
+     "run a data plane in the foreground (standalone with declarative_config)"},
+    {"dp", "reload", tg_dp_cmd_reload,
+     "make the running data plane re-read its declarative_config"},
 };
 
 static void usage(FILE *out)

@@ -1,10 +1,22 @@
 /*
- * dp.h — the data plane's entry points (called by app/main.c).
+ * dp.h — the data plane's commands (entry points called by app/main.c).
+ *
+ * Each takes the arguments after `tollgate dp <verb>` and returns 0 on success or a
+ * negative TG_E code after logging why. They run on the main thread, which becomes the
+ * data plane's control thread, and own everything they start.
  */
 #ifndef TG_DP_H
 #define TG_DP_H
 
-/* The data plane's version string. */
-const char *tg_dp_version(void);
+/*
+ * `tollgate dp start`: the data plane in the foreground. With `declarative_config` it runs
+ * standalone (DB-less): the file is loaded into the store and served, SIGHUP reloads it.
+ * Without, it serves whatever the store holds (the CP sync client is not built yet).
+ * SIGTERM/SIGINT stop it gracefully (in-flight requests finish, bounded).
+ */
+int tg_dp_cmd_start(int argc, char **argv);
+
+/* `tollgate dp reload`: asks the running data plane of this prefix to reload (SIGHUP). */
+int tg_dp_cmd_reload(int argc, char **argv);
 
 #endif

@@ -1,0 +1,323 @@
+/*
+ * dp.c — the data plane's commands: `dp start` (control thread, workers, status listener,
+ * signals) and `dp reload`. The main thread is the control thread: it loads configuration,
+ * writes the store, compiles generations and publishes them to the workers (worker.h), and
+ * serves status_listen. See dp.h.
+ */
+#include "dp.h"
+#include "alloc.h"
+#include "config.h"
+#include "crypto.h"
+#include "dp_load.h"
+#include "dp_status.h"
+#include "error.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 256
+#define DRAIN_MS 10000
+
+typedef struct dp {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm, sighup;
+    tg_store_t *store;
+    tg_worker_t *workers;
+    int nworkers;
+    tg_generation_t *gen;
+    tg_dp_status_t status;
+    tg_listen_addr_t listen[TG_WORKER_MAX_LISTENERS];
+    int nlisten;
+    SSL_CTX *server_ssl, *upstream_ssl;
+    int log_fd;
+    const char *decl_path; /* NULL: control-plane mode */
+    char *pid_path;
+} dp_t;
+
+/* ---------------------------------------------------------------- generations */
+
+/* Makes `g` the generation every worker serves from (the old one lives on in requests). */
+static void publish(dp_t *dp, tg_generation_t *g)
+{
+    for (int i = 0; i < dp->status.nworkers; i++)
+        tg_worker_publish(&dp->workers[i], g);
+    tg_generation_unref(dp->gen);
+    dp->gen = g;
+    dp->status.gen = g;
+    TG_LOGN("dp",
+            "serving configuration version %lld (%zu services, %zu routes, %zu plugins, "
+            "hash %.16s...)",
+            (long long)g->version, json_array_size(g->services), json_array_size(g->routes),
+            json_array_size(g->plugins), g->hash);
+}
+
+static int load_initial(dp_t *dp)
+{
+    tg_generation_t *g = NULL;
+    if (dp->decl_path) {
+        int rc = tg_dp_load_declarative(dp->store, dp->decl_path, NULL, &g);
+        if (rc != 0) {
+            TG_LOGE("dp", "declarative_config %s was refused; not starting", dp->decl_path);
+            return rc < 0 ? rc : -TG_ECONFIG;
+        }
+    } else {
+        TG_LOGN("dp", "no declarative_config: control-plane mode; the sync client is not built "
+                      "yet, serving the configuration the store holds");
+        int rc = tg_dp_load_store(dp->store, &g);
+        if (rc == -TG_ENOTFOUND) {
+            TG_LOGW("dp", "the store holds no configuration: answering 404 until one arrives");
+            return 0;
+        }
+        if (rc != 0) return rc;
+    }
+    publish(dp, g);
+    return 0;
+}
+
+static void reload(dp_t *dp)
+{
+    if (!dp->decl_path) {
+        TG_LOGN("dp", "SIGHUP: nothing to reload without declarative_config (sync not built)");
+        return;
+    }
+    TG_LOGN("dp", "SIGHUP: reloading %s", dp->decl_path);
+    tg_generation_t *g = NULL;
+    int rc = tg_dp_load_declarative(dp->store, dp->decl_path, dp->gen, &g);
+    if (rc == 1) {
+        TG_LOGN("dp", "%s is unchanged; still serving version %lld", dp->decl_path,
+                (long long)(dp->gen ? dp->gen->version : 0));
+        dp->status.reloads_ok++;
+    } else if (rc < 0) {
+        TG_LOGE("dp", "reload refused; still serving configuration version %lld",
+                (long long)(dp->gen ? dp->gen->version : 0));
+        dp->status.reloads_failed++;
+    } else {
+        publish(dp, g);
+        dp->status.reloads_ok++;
+    }
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void shutdown_dp(dp_t *dp)
+{
+    tg_dp_status_close(&dp->status);
+    uv_handle_t *handles[] = {(uv_handle_t *)&dp->sigint, (uv_handle_t *)&dp->sigterm,
+                              (uv_handle_t *)&dp->sighup};
+    for (size_t i = 0; i < 3; i++)
+        if (handles[i]->loop && !uv_is_closing(handles[i])) uv_close(handles[i], NULL);
+    for (int i = 0; i < dp->status.nworkers; i++)
+        tg_worker_stop(&dp->workers[i]);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    dp_t *dp = sig->data;
+    if (signum == SIGHUP) {
+        reload(dp);
+        return;
+    }
+    TG_LOGN("dp", "received %s, stopping: no new connections, finishing requests in flight",
+            signum == SIGINT ? "SIGINT" : "SIGTERM");
+    shutdown_dp(dp);
+}
+
+static void start_signals(dp_t *dp)
+{
+    uv_signal_t *s[] = {&dp->sigint, &dp->sigterm, &dp->sighup};
+    int nums[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&dp->loop, s[i]);
+        s[i]->data = dp;
+        uv_signal_start(s[i], on_signal, nums[i]);
+    }
+}
+
+/* ---------------------------------------------------------------- start-up pieces */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char *copy = tg_strdup(path);
+    int rc = 0;
+    for (char *p = copy + 1; *p && rc == 0; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(copy, mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
+        *p = '/';
+    }
+    if (rc == 0 && mkdir(copy, mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
+    free(copy);
+    return rc;
+}
+
+static int read_settings(dp_t *dp)
+{
+    long n;
+    if (tg_config_int(TG_CONF_worker_threads, 0, MAX_WORKERS, &n) != 0) {
+        TG_LOGE("dp", "worker_threads must be an integer between 0 and %d", MAX_WORKERS);
+        return -TG_ECONFIG;
+    }
+    dp->nworkers = n > 0 ? (int)n : (int)uv_available_parallelism();
+    if (dp->nworkers > MAX_WORKERS) dp->nworkers = MAX_WORKERS;
+    dp->nlisten = tg_config_listeners(TG_CONF_proxy_listen, dp->listen, TG_WORKER_MAX_LISTENERS);
+    if (dp->nlisten < 0) {
+        TG_LOGE("dp", "invalid proxy_listen '%s'", tg_config_get(TG_CONF_proxy_listen));
+        return -TG_ECONFIG;
+    }
+    const char *decl = tg_config_get(TG_CONF_declarative_config);
+    dp->decl_path = *decl ? decl : NULL;
+    dp->status.mode = dp->decl_path ? "standalone" : "control_plane";
+    dp->log_fd = tg_access_log_open(tg_config_get(TG_CONF_proxy_access_log));
+    return dp->log_fd == -2 ? -TG_ECONFIG : 0;
+}
+
+static int open_store(dp_t *dp)
+{
+    const char *prefix = tg_config_get(TG_CONF_prefix);
+    if (mkdir_p(prefix, 0755) != 0) {
+        TG_LOGE("dp", "cannot create prefix %s: %s", prefix, strerror(errno));
+        return -TG_ESYS;
+    }
+    char *dir = tg_config_prefix_path("dp");
+    int rc = tg_store_open(dir, 0, &dp->store);
+    if (rc != 0) TG_LOGE("dp", "cannot open the config store %s: %s", dir, tg_strerror(rc));
+    free(dir);
+    return rc;
+}
+
+/* ssl_cert/ssl_cert_key (Kong's names), else a self-signed pair under <prefix>/certs. */
+static int tls_contexts(dp_t *dp)
+{
+    dp->upstream_ssl = tg_tls_client_ctx_new(NULL, false);
+    bool any = false;
+    for (int i = 0; i < dp->nlisten; i++)
+        any |= dp->listen[i].ssl != 0;
+    if (!any) return dp->upstream_ssl ? 0 : -TG_ECONFIG;
+    const char *cfg_cert = tg_config_get(TG_CONF_ssl_cert);
+    char *cert = *cfg_cert ? tg_strdup(cfg_cert) : tg_config_prefix_path("certs/proxy.crt");
+    char *key = *cfg_cert ? tg_strdup(tg_config_get(TG_CONF_ssl_cert_key))
+                          : tg_config_prefix_path("certs/proxy.key");
+    char err[512], host[256] = "localhost";
+    int rc = 0;
+    gethostname(host, sizeof(host) - 1);
+    char *certs = tg_config_prefix_path("certs");
+    if (!*cfg_cert && (mkdir_p(certs, 0700) != 0 ||
+                       tg_selfsigned_cert_ensure(host, cert, key, err, sizeof(err)) != 0)) {
+        TG_LOGE("dp", "proxy certificate: %s", err);
+        rc = -TG_ECONFIG;
+    } else if (!(dp->server_ssl = tg_tls_server_ctx_new(cert, key, err, sizeof(err)))) {
+        TG_LOGE("dp", "proxy TLS: %s", err);
+        rc = -TG_ECONFIG;
+    }
+    free(certs);
+    free(cert);
+    free(key);
+    return rc;
+}
+
+static int start_workers(dp_t *dp)
+{
+    dp->workers = tg_calloc((size_t)dp->nworkers, sizeof(*dp->workers));
+    tg_worker_opts_t opts = {
+        .listen = dp->listen,
+        .nlisten = dp->nlisten,
+        .server_ssl = dp->server_ssl,
+        .upstream_ssl = dp->upstream_ssl,
+        .store = dp->store,
+        .log_fd = dp->log_fd,
+        .drain_ms = DRAIN_MS,
+    };
+    dp->status.workers = dp->workers;
+    for (int i = 0; i < dp->nworkers; i++) {
+        int rc = tg_worker_init(&dp->workers[i], i, &opts);
+        dp->status.nworkers = i + 1;
+        if (rc != 0) return rc;
+        if (dp->gen) tg_worker_publish(&dp->workers[i], dp->gen);
+    }
+    for (int i = 0; i < dp->nworkers; i++)
+        if (tg_worker_start(&dp->workers[i]) != 0) return -TG_ESYS;
+    for (int i = 0; i < dp->nlisten; i++)
+        TG_LOGN("dp", "proxy listening on %s:%d%s (%d workers)", dp->listen[i].host,
+                dp->listen[i].port, dp->listen[i].ssl ? " ssl" : "", dp->nworkers);
+    return 0;
+}
+
+static void write_pid(dp_t *dp)
+{
+    dp->pid_path = tg_config_prefix_path("dp.pid");
+    FILE *f = fopen(dp->pid_path, "w");
+    if (!f) return;
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+}
+
+static void teardown(dp_t *dp)
+{
+    for (int i = 0; i < dp->status.nworkers; i++)
+        tg_worker_join(&dp->workers[i]);
+    free(dp->workers);
+    tg_generation_unref(dp->gen);
+    tg_store_close(dp->store);
+    if (dp->server_ssl) SSL_CTX_free(dp->server_ssl);
+    if (dp->upstream_ssl) SSL_CTX_free(dp->upstream_ssl);
+    if (dp->log_fd > STDERR_FILENO) close(dp->log_fd);
+    if (dp->pid_path) unlink(dp->pid_path);
+    free(dp->pid_path);
+}
+
+/* ---------------------------------------------------------------- commands */
+
+int tg_dp_cmd_start(int argc, char **argv)
+{
+    static dp_t dp;
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&dp.loop);
+    int rc = read_settings(&dp);
+    if (!rc) rc = open_store(&dp);
+    if (!rc) rc = load_initial(&dp);
+    if (!rc) rc = tls_contexts(&dp);
+    if (!rc) rc = start_workers(&dp);
+    if (!rc) rc = tg_dp_status_listen(&dp.status, &dp.loop);
+    if (!rc) {
+        start_signals(&dp);
+        write_pid(&dp);
+        TG_LOGN("dp", "data plane ready (%s mode, tollgate %s)", dp.status.mode, TG_VERSION);
+    } else {
+        shutdown_dp(&dp);
+    }
+    uv_run(&dp.loop, UV_RUN_DEFAULT);
+    teardown(&dp);
+    uv_loop_close(&dp.loop);
+    TG_LOGN("dp", "stopped");
+    return rc;
+}
+
+int tg_dp_cmd_reload(int argc, char **argv)
+{
+    char *path = tg_config_prefix_path("dp.pid");
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f && fscanf(f, "%d", &pid) != 1) pid = 0;
+    if (f) fclose(f);
+    int rc = 0;
+    if (pid <= 0) {
+        fprintf(stderr, "tollgate: no running data plane under %s (no %s)\n",
+                tg_config_get(TG_CONF_prefix), path);
+        rc = -TG_ENOTFOUND;
+    } else if (kill(pid, SIGHUP) != 0) {
+        fprintf(stderr, "tollgate: cannot signal data plane %d: %s\n", pid, strerror(errno));
+        rc = -TG_ESYS;
+    } else {
+        printf("reload requested (pid %d)\n", pid);
+    }
+    free(path);
+    return rc;
+}

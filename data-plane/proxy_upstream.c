@@ -1,0 +1,501 @@
+/*
+ * proxy_upstream.c — from a routed request to the upstream: the target from the service,
+ * a pooled or new connection (name resolution off the loop, connect and TLS with the
+ * service's timeouts), the upstream request head (router path, Host, X-Forwarded-*, Via,
+ * request id, plugin edits, hop-by-hop headers removed) and the body, streamed with
+ * backpressure or sent from the plugin buffer. The response is read by proxy_response.c.
+ */
+#include "proxy_int.h"
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BAD_GATEWAY "An invalid response was received from the upstream server"
+#define TIMING_OUT "The upstream server is timing out"
+
+static void acquire(tg_proxy_conn_t *c);
+
+/* ---------------------------------------------------------------- timers */
+
+static void on_up_timeout(uv_timer_t *t)
+{
+    tg_proxy_conn_t *c = t->data;
+    tg_proxy_exchange_t *x = &c->x;
+    if (x->head_sent) {
+        tg_proxy_abort(c, "upstream timed out while sending the response body");
+        return;
+    }
+    bool connecting = x->resolving || !x->up || x->up->s.on_status != NULL;
+    tg_proxy_upstream_fail(c, 504, TIMING_OUT,
+                           connecting ? "upstream connect timed out" : "upstream timed out");
+}
+
+/* The upstream timer follows what we wait for: the upstream taking our bytes (write
+ * timeout) or sending its own (read timeout). Waiting on the client is the client timer's. */
+void tg_proxy_upstream_arm(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    if (!x->up || x->up_paused)
+        uv_timer_stop(&c->up_timer);
+    else if (tg_stream_write_queue(&x->up->s) > 0)
+        uv_timer_start(&c->up_timer, on_up_timeout, x->write_timeout, 0);
+    else if (x->req_sent || x->t_head)
+        uv_timer_start(&c->up_timer, on_up_timeout, x->read_timeout, 0);
+    else
+        uv_timer_stop(&c->up_timer);
+}
+
+/* ---------------------------------------------------------------- releasing and failing */
+
+void tg_proxy_upstream_release(tg_proxy_conn_t *c, bool reuse)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    if (x->resolving) tg_resolver_cancel(&x->rwait);
+    x->resolving = false;
+    uv_timer_stop(&c->up_timer);
+    if (!x->up) return;
+    if (reuse)
+        tg_upstream_pool_put(x->up);
+    else
+        tg_upstream_pool_discard(x->up);
+    x->up = NULL;
+}
+
+void tg_proxy_upstream_fail(tg_proxy_conn_t *c, int status, const char *message, const char *why)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    tg_proxy_upstream_release(c, false);
+    x->error = why;
+    TG_LOGI("proxy", "%s: %s:%d (request %s)", why, x->up_host, x->up_port, x->request_id);
+    if (x->head_sent) {
+        tg_proxy_abort(c, why);
+        return;
+    }
+    tg_proxy_client_reading(c, false);
+    tg_proxy_respond_error(c, status, message);
+}
+
+/* ---------------------------------------------------------------- the target */
+
+static unsigned timeout_of(const json_t *svc, const char *field)
+{
+    json_int_t v = json_integer_value(json_object_get(svc, field));
+    return v > 0 ? (unsigned)v : 60000;
+}
+
+/* Host, port, TLS and timeouts from the service. -TG_EUNSUPPORTED for non-HTTP protocols. */
+static int target(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    const json_t *svc = x->match.service;
+    const char *proto = json_string_value(json_object_get(svc, "protocol"));
+    const char *host = json_string_value(json_object_get(svc, "host"));
+    if (!proto) proto = "http";
+    bool http = strcmp(proto, "http") == 0 || strcmp(proto, "ws") == 0;
+    x->up_tls = strcmp(proto, "https") == 0 || strcmp(proto, "wss") == 0;
+    if ((!http && !x->up_tls) || !host) return -TG_EUNSUPPORTED;
+    snprintf(x->up_host, sizeof(x->up_host), "%s", host);
+    json_int_t port = json_integer_value(json_object_get(svc, "port"));
+    x->up_port = port > 0 ? (int)port : (x->up_tls ? 443 : 80);
+    x->connect_timeout = timeout_of(svc, "connect_timeout");
+    x->write_timeout = timeout_of(svc, "write_timeout");
+    x->read_timeout = timeout_of(svc, "read_timeout");
+    snprintf(x->up_key, sizeof(x->up_key), "%s:%d%s", x->up_host, x->up_port,
+             x->up_tls ? ":tls" : "");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the request head */
+
+static bool is_name(tg_str_t name, const char *want)
+{
+    return tg_str_caseeq(name, tg_str_from(want));
+}
+
+/* Listed in the client's Connection header: hop-by-hop by declaration. */
+static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
+{
+    for (size_t i = 0; i < c->head.nheaders; i++) {
+        if (!is_name(c->head.headers[i].name, "connection")) continue;
+        tg_str_t v = c->head.headers[i].value;
+        while (v.len) {
+            const char *comma = memchr(v.p, ',', v.len);
+            size_t n = comma ? (size_t)(comma - v.p) : v.len;
+            tg_str_t tok = v;
+            tok.len = n;
+            while (tok.len && (*tok.p == ' ' || *tok.p == '\t'))
+                tok.p++, tok.len--;
+            while (tok.len && (tok.p[tok.len - 1] == ' ' || tok.p[tok.len - 1] == '\t'))
+                tok.len--;
+            if (tg_str_caseeq(tok, name)) return true;
+            v.p += comma ? n + 1 : n;
+            v.len -= comma ? n + 1 : n;
+        }
+    }
+    return false;
+}
+
+/* Client headers we never forward as they are: hop-by-hop ones and those we set. */
+static bool dropped(const tg_proxy_conn_t *c, tg_str_t name)
+{
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "te",
+                                        "trailer",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "host",
+                                        "content-length",
+                                        "expect",
+                                        "x-forwarded-for",
+                                        "x-forwarded-proto",
+                                        "x-forwarded-host",
+                                        "x-forwarded-port",
+                                        "x-forwarded-path",
+                                        "x-forwarded-prefix",
+                                        "x-real-ip",
+                                        "via",
+                                        "x-tollgate-request-id",
+                                        NULL};
+    if (name.len >= 6 && strncasecmp(name.p, "proxy-", 6) == 0) return true;
+    for (size_t i = 0; names[i]; i++)
+        if (is_name(name, names[i])) return true;
+    return connection_token(c, name);
+}
+
+/* A plugin set or removed this header (names compare as Kong's: case and '_' vs '-'). */
+static bool edited(const tg_req_t *r, tg_str_t name, size_t from)
+{
+    for (size_t i = from; i < r->nupstream_edits; i++) {
+        const char *e = r->upstream_edits[i].name;
+        if (strlen(e) != name.len) continue;
+        size_t k = 0;
+        for (; k < name.len; k++) {
+            char a = name.p[k] == '_' ? '-' : name.p[k], b = e[k] == '_' ? '-' : e[k];
+            if ((a | 0x20) != (b | 0x20)) break;
+        }
+        if (k == name.len) return true;
+    }
+    return false;
+}
+
+static tg_str_t client_header(const tg_proxy_conn_t *c, const char *name)
+{
+    const tg_http_header_t *h = tg_http_header_find(c->head.headers, c->head.nheaders, name);
+    return h ? h->value : TG_STR_NULL;
+}
+
+static void add_request_line(tg_proxy_conn_t *c, tg_headbuf_t *b)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    tg_req_t *r = &x->req;
+    tg_str_t query = r->query;
+    if (r->query_replaced) query = r->new_query.len ? r->new_query : TG_STR_NULL;
+    size_t cap = 3 * (x->match.path.len + x->match.service_path.len) + query.len + 2;
+    char *path = tg_req_alloc(r, cap);
+    size_t len = 0;
+    tg_router_upstream_path(&x->match, query, path, cap, &len);
+    tg_headbuf_addf(b, "%.*s %.*s HTTP/1.1\r\n", (int)c->head.method.len, c->head.method.p,
+                    (int)len, path);
+}
+
+static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    tg_str_t h = client_header(c, "host");
+    if (x->match.preserve_host && h.p) {
+        tg_headbuf_header(b, TG_STR("Host"), h);
+        return;
+    }
+    bool dflt = x->up_port == (x->up_tls ? 443 : 80);
+    if (dflt)
+        tg_headbuf_addf(b, "Host: %s\r\n", x->up_host);
+    else
+        tg_headbuf_addf(b, "Host: %s:%d\r\n", x->up_host, x->up_port);
+}
+
+static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
+{
+    tg_req_t *r = &c->x.req;
+    for (size_t i = 0; i < c->head.nheaders; i++) {
+        tg_str_t name = c->head.headers[i].name;
+        if (dropped(c, name) || edited(r, name, 0)) continue;
+        if (r->body_replaced && r->new_content_type.len && is_name(name, "content-type")) continue;
+        tg_headbuf_header(b, name, c->head.headers[i].value);
+    }
+    for (size_t i = 0; i < r->nupstream_edits; i++) {
+        const tg_req_header_edit_t *e = &r->upstream_edits[i];
+        if (!e->value.p || edited(r, tg_str_from(e->name), i + 1)) continue; /* last edit wins */
+        if (!tg_http_is_token(tg_str_from(e->name)) || !tg_http_is_field_value(e->value))
+            continue; /* e.g. a consumer name with a line break must not split the head */
+        tg_headbuf_header(b, tg_str_from(e->name), e->value);
+    }
+    if (r->body_replaced && r->new_content_type.len)
+        tg_headbuf_header(b, TG_STR("Content-Type"), r->new_content_type);
+}
+
+/* X-Forwarded-*, X-Real-IP, Via and the request id (kong/runloop/handler.lua). */
+static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    tg_str_t xff = client_header(c, "x-forwarded-for"), via = client_header(c, "via");
+    if (xff.p)
+        tg_headbuf_addf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff.len, xff.p, c->peer_ip);
+    else
+        tg_headbuf_addf(b, "X-Forwarded-For: %s\r\n", c->peer_ip);
+    tg_headbuf_addf(b, "X-Forwarded-Proto: %s\r\n", c->l->ssl ? "https" : "http");
+    tg_str_t host = client_header(c, "host");
+    if (host.p) {
+        const char *colon = host.p[0] == '[' ? NULL : memchr(host.p, ':', host.len);
+        if (colon) host.len = (size_t)(colon - host.p);
+        tg_headbuf_header(b, TG_STR("X-Forwarded-Host"), host);
+    }
+    tg_headbuf_addf(b, "X-Forwarded-Port: %d\r\n", c->l->port);
+    tg_headbuf_header(b, TG_STR("X-Forwarded-Path"), c->head.path);
+    tg_str_t prefix = x->match.matched_path;
+    if (x->match.strip_path && prefix.p && prefix.len > 1)
+        tg_headbuf_header(b, TG_STR("X-Forwarded-Prefix"), prefix);
+    tg_headbuf_addf(b, "X-Real-IP: %s\r\n", c->peer_ip);
+    if (via.p)
+        tg_headbuf_addf(b, "Via: %.*s, 1.1 tollgate/" TG_VERSION "\r\n", (int)via.len, via.p);
+    else
+        tg_headbuf_addf(b, "Via: 1.1 tollgate/%s\r\n", TG_VERSION);
+    tg_headbuf_addf(b, "X-Tollgate-Request-Id: %s\r\n", x->request_id);
+}
+
+/* The body we send from memory (plugin buffer or replacement), or NULL when it streams. */
+static const tg_str_t *memory_body(tg_proxy_conn_t *c)
+{
+    tg_req_t *r = &c->x.req;
+    if (r->body_replaced) return &r->new_body;
+    if (r->body_state == TG_REQ_BODY_READY) return &r->body;
+    return NULL;
+}
+
+static void add_framing(tg_proxy_conn_t *c, tg_headbuf_t *b)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    const tg_str_t *mem = memory_body(c);
+    if (mem && (x->req_kind != TG_PX_BODY_NONE || mem->len || x->req.body_replaced))
+        tg_headbuf_addf(b, "Content-Length: %zu\r\n", mem->len);
+    else if (x->req_kind == TG_PX_BODY_CHUNKED)
+        tg_headbuf_add(b, "Transfer-Encoding: chunked\r\n", 28);
+    else if (x->req_kind == TG_PX_BODY_LENGTH || c->head.content_length == 0)
+        tg_headbuf_addf(b, "Content-Length: %lld\r\n", (long long)c->head.content_length);
+    tg_headbuf_add(b, "\r\n", 2);
+}
+
+static void build_request(tg_proxy_conn_t *c)
+{
+    tg_headbuf_t b = {0};
+    add_request_line(c, &b);
+    add_host(c, &b);
+    add_client_headers(c, &b);
+    add_forwarded(c, &b);
+    add_framing(c, &b);
+    c->x.up_request = b.p;
+    c->x.up_request_len = b.len;
+}
+
+/* ---------------------------------------------------------------- connection errors */
+
+/* A reused connection the upstream had already closed fails at once: one new connection
+ * may try again, as long as nothing that cannot be replayed was sent. */
+static bool retry(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    if (!x->up || !x->up->reused || x->retried || x->req_streamed || x->rlen || x->t_head)
+        return false;
+    x->retried = true;
+    tg_upstream_pool_discard(x->up);
+    x->up = NULL;
+    acquire(c);
+    return true;
+}
+
+/* The upstream connection failed before a response head arrived. */
+static void failed_early(tg_proxy_conn_t *c, const char *why)
+{
+    if (!retry(c)) tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, why);
+}
+
+/* ---------------------------------------------------------------- reading and writing */
+
+static void on_up_read(tg_stream_t *s, int status, const char *data, size_t len)
+{
+    tg_proxy_conn_t *c = s->owner;
+    if (status < 0) {
+        if (!c->x.t_head && !c->x.rlen) {
+            failed_early(c, status == -TG_ECLOSED ? "upstream closed the connection"
+                                                  : "upstream connection failed");
+            return;
+        }
+        tg_proxy_response_eof(c, status);
+        return;
+    }
+    tg_proxy_response_data(c, data, len);
+    if (c->x.up && c->state != TG_PX_CLOSING) tg_proxy_upstream_arm(c);
+}
+
+static void on_up_written(tg_stream_t *s, int status, void *arg)
+{
+    tg_proxy_conn_t *c = s->owner;
+    if (!c) return;
+    tg_proxy_exchange_t *x = &c->x;
+    x->up_pending--;
+    if (status != 0) {
+        if (x->t_head) return; /* the response is on its way; the read side decides */
+        failed_early(c, "upstream connection failed while sending the request");
+        return;
+    }
+    if (x->client_paused && tg_stream_write_queue(s) < TG_PROXY_WRITE_LOW) {
+        x->client_paused = false;
+        if (!x->req_done) tg_proxy_client_body(c, NULL, 0); /* read the client again */
+        if (c->state != TG_PX_UPSTREAM) return;
+    }
+    tg_proxy_upstream_arm(c);
+}
+
+static bool up_write(tg_proxy_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    if (tg_stream_write(&c->x.up->s, bufs, n, on_up_written, NULL) == 0) {
+        c->x.up_pending++;
+        return true;
+    }
+    failed_early(c, "upstream connection failed while sending the request");
+    return false;
+}
+
+void tg_proxy_upstream_body(tg_proxy_conn_t *c, const char *data, size_t len)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    if (x->t_head) return; /* the upstream answered already: the rest of the body is moot */
+    bool chunked = x->req_kind == TG_PX_BODY_CHUNKED;
+    if (!data) { /* end of the body */
+        x->req_sent = true;
+        uv_buf_t last = uv_buf_init("0\r\n\r\n", 5);
+        if (!chunked || up_write(c, &last, 1)) tg_proxy_upstream_arm(c);
+        return;
+    }
+    char size[24];
+    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+    uv_buf_t framed[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+                          uv_buf_init("\r\n", 2)};
+    x->req_streamed = true; /* these bytes are gone from the client: no retry from here on */
+    bool ok = chunked ? up_write(c, framed, 3) : up_write(c, &framed[1], 1);
+    if (!ok) return;
+    if (tg_stream_write_queue(&x->up->s) > TG_PROXY_WRITE_HIGH) {
+        x->client_paused = true;
+        tg_proxy_client_reading(c, false);
+    }
+    tg_proxy_upstream_arm(c);
+}
+
+/* The connection is ready: head, then the body from memory or streamed from the client. */
+static void connected(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    x->up->s.on_status = NULL;
+    uv_timer_stop(&c->up_timer);
+    if (tg_stream_read_start(&x->up->s, on_up_read) != 0) {
+        failed_early(c, "upstream connection failed");
+        return;
+    }
+    uv_buf_t head = uv_buf_init(x->up_request, (unsigned)x->up_request_len);
+    if (!up_write(c, &head, 1)) return;
+    const tg_str_t *mem = memory_body(c);
+    if (mem || x->req_kind == TG_PX_BODY_NONE) {
+        uv_buf_t body = uv_buf_init((char *)(mem ? mem->p : ""), mem ? (unsigned)mem->len : 0);
+        if (mem && mem->len && !up_write(c, &body, 1)) return;
+        x->req_sent = true;
+        tg_proxy_upstream_arm(c);
+        return;
+    }
+    tg_proxy_upstream_arm(c);
+    tg_proxy_client_body(c, NULL, 0); /* what came with the head, then reads from the client */
+}
+
+/* ---------------------------------------------------------------- connecting */
+
+static void on_tls(tg_stream_t *s, int status)
+{
+    tg_proxy_conn_t *c = s->owner;
+    if (status != 0)
+        tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, "upstream TLS handshake failed");
+    else
+        connected(c);
+}
+
+static void on_connected(tg_stream_t *s, int status)
+{
+    tg_proxy_conn_t *c = s->owner;
+    tg_proxy_exchange_t *x = &c->x;
+    if (status != 0) { /* the why names the error: ECONNREFUSED, ETIMEDOUT... */
+        tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, uv_err_name(s->connect_errno));
+        return;
+    }
+    if (!x->up_tls) {
+        connected(c);
+        return;
+    }
+    const char *sni = tg_resolver_is_ip(x->up_host) ? NULL : x->up_host;
+    if (tg_stream_start_tls(s, c->w->opts.upstream_ssl, false, sni, on_tls) != 0)
+        tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, "upstream TLS handshake failed");
+}
+
+static void connect_to(tg_proxy_conn_t *c, const struct sockaddr *addr)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    x->up = tg_upstream_pool_conn_new(c->w->pool, x->up_key, c);
+    uv_timer_start(&c->up_timer, on_up_timeout, x->connect_timeout, 0);
+    if (tg_stream_connect(&x->up->s, &c->w->loop, addr, c, on_connected) != 0)
+        tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, "upstream connect failed");
+}
+
+static void on_resolved(tg_resolver_wait_t *wt, int status, const struct sockaddr *addr)
+{
+    tg_proxy_conn_t *c = wt->arg;
+    c->x.resolving = false;
+    if (status != 0)
+        tg_proxy_upstream_fail(c, 503, "name resolution failed", "name resolution failed");
+    else
+        connect_to(c, addr);
+}
+
+static void acquire(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    if (!x->retried && (x->up = tg_upstream_pool_take(c->w->pool, x->up_key, c))) {
+        connected(c);
+        return;
+    }
+    struct sockaddr_storage ss;
+    x->rwait.cb = on_resolved;
+    x->rwait.arg = c;
+    int rc = tg_resolver_resolve(c->w->resolver, x->up_host, x->up_port, &ss, &x->rwait);
+    if (rc == 1)
+        connect_to(c, (struct sockaddr *)&ss);
+    else if (rc < 0)
+        tg_proxy_upstream_fail(c, 503, "name resolution failed", "name resolution failed");
+    else {
+        x->resolving = true;
+        uv_timer_start(&c->up_timer, on_up_timeout, x->connect_timeout, 0);
+    }
+}
+
+void tg_proxy_upstream_start(tg_proxy_conn_t *c)
+{
+    tg_proxy_exchange_t *x = &c->x;
+    c->state = TG_PX_UPSTREAM;
+    x->t_upstream = uv_hrtime();
+    if (target(c) != 0) {
+        tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, "service protocol not supported by the proxy");
+        return;
+    }
+    build_request(c);
+    acquire(c);
+}
