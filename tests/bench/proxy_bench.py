@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Proxy benchmark (not a test): Tollgate (key-auth + rate-limiting) vs nginx vs HAProxy.
+
+One run, same machine, same upstream. The proxy under test is pinned to CPU 0;
+the load generator (wrk) and the upstream (an nginx returning a small 200)
+share CPU 1. For each proxy: requests/s, p50/p99 latency, and the proxy's CPU
+microseconds per request (utime+stime from /proc/<pid>/stat over the run,
+summed over the proxy's processes). Tollgate runs DB-less from a declarative
+file with key-auth and a rate limit that is never reached; nginx does plain
+proxy_pass with upstream keep-alive; HAProxy plain HTTP mode with keep-alive.
+No proxy writes an access log.
+Prints a Markdown section; --out appends it to a file.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness.procs import free_port, wait_for  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / TICKS
+
+
+def tree(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    pids = [pid]
+    for child in out:
+        pids += tree(int(child))
+    return pids
+
+
+def start(argv, cpu, log, env=None):
+    return subprocess.Popen(["taskset", "-c", str(cpu)] + argv, stdout=log, stderr=log,
+                            env=env, start_new_session=True)
+
+
+def wait_port(port):
+    import socket
+
+    def up():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(up, 20, what=f"port {port}")
+
+
+def run_wrk(url, seconds, conns, headers):
+    argv = ["taskset", "-c", "1", "wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, total, lat, int(non2xx.group(1)) if non2xx else 0
+
+
+def measure(name, pid, url, args, headers=()):
+    run_wrk(url, 2, args.connections, headers)  # warm-up: pools, caches
+    pids = tree(pid)
+    c0 = cpu_seconds(pids)
+    rps, total, lat, non2xx = run_wrk(url, args.seconds, args.connections, headers)
+    used = cpu_seconds(pids) - c0
+    return {"name": name, "rps": rps, "p50": lat.get("50"), "p99": lat.get("99"),
+            "cpu_us": used / max(total, 1) * 1e6, "non2xx": non2xx}
+
+
+def nginx_conf(work, listen, upstream_port, proxy):
+    body = (f"""
+        upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+        server {{ listen 127.0.0.1:{listen}; location / {{
+            proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""
+            if proxy else f"""
+        server {{ listen 127.0.0.1:{listen}; location / {{ return 200 "ok\\n"; }} }}""")
+    path = os.path.join(work, f"nginx-{listen}.conf")
+    with open(path, "w") as f:
+        f.write(f"""worker_processes 1; daemon off; pid {work}/nginx-{listen}.pid;
+error_log {work}/nginx-{listen}.err; events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 100000; {body} }}
+""")
+    return path
+
+
+def haproxy_conf(work, listen, upstream_port):
+    path = os.path.join(work, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{listen}
+  default_backend be
+backend be
+  http-reuse always
+  server up 127.0.0.1:{upstream_port}
+""")
+    return path
+
+
+def tollgate_conf(work, listen, upstream_port):
+    path = os.path.join(work, "kong.yaml")
+    with open(path, "w") as f:
+        f.write(f"""_format_version: "3.0"
+services:
+- name: bench
+  url: http://127.0.0.1:{upstream_port}
+  routes:
+  - name: bench
+    paths: [/]
+  plugins:
+  - name: key-auth
+  - name: rate-limiting
+    config: {{ hour: 1000000000, limit_by: consumer }}
+consumers:
+- username: bench
+  keyauth_credentials:
+  - key: bench-key
+""")
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "tollgate"))
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    for tool in ("nginx", "haproxy", "wrk", "taskset"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            sys.exit(f"{tool} is not installed (scripts/install-deps.sh installs it)")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    work = tempfile.mkdtemp(prefix="tg-proxy-bench-")
+    log = open(os.path.join(work, "bench.log"), "w")
+    procs = []
+    try:
+        up_port = free_port()
+        procs.append(start([nginx, "-c", nginx_conf(work, up_port, None, False)], 1, log))
+        wait_port(up_port)
+        results = []
+
+        port = free_port()
+        env = dict(os.environ, TOLLGATE_PREFIX=os.path.join(work, "dp"),
+                   TOLLGATE_DECLARATIVE_CONFIG=tollgate_conf(work, port, up_port),
+                   TOLLGATE_PROXY_LISTEN=f"127.0.0.1:{port}", TOLLGATE_STATUS_LISTEN=f"127.0.0.1:{free_port()}",
+                   TOLLGATE_WORKER_THREADS="1", TOLLGATE_LOG_LEVEL="warn",
+                   TOLLGATE_PROXY_ACCESS_LOG="off")  # parity: nginx and HAProxy log nothing either
+        p = start([args.bin, "dp", "start"], 0, log, env)
+        procs.append(p)
+        wait_port(port)
+        results.append(measure("Tollgate (key-auth + rate-limiting)", p.pid, f"http://127.0.0.1:{port}/",
+                               args, ["apikey: bench-key"]))
+
+        port = free_port()
+        p = start([nginx, "-c", nginx_conf(work, port, up_port, True)], 0, log)
+        procs.append(p)
+        wait_port(port)
+        results.append(measure("nginx proxy_pass (keep-alive)", p.pid, f"http://127.0.0.1:{port}/", args))
+
+        port = free_port()
+        p = start([haproxy, "-f", haproxy_conf(work, port, up_port)], 0, log)
+        procs.append(p)
+        wait_port(port)
+        results.append(measure("HAProxy (keep-alive)", p.pid, f"http://127.0.0.1:{port}/", args))
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+
+    best_rps = max(r["rps"] for r in results[1:])
+    best_cpu = min(r["cpu_us"] for r in results[1:])
+    lines = ["## Proxy: Tollgate vs nginx vs HAProxy (issue 3)", "",
+             f"Proxy pinned to CPU 0, wrk (1 thread, {args.connections} connections) and an nginx upstream "
+             f"returning a 3-byte 200 on CPU 1; {args.seconds} s per proxy after a 2 s warm-up.", "",
+             "| proxy | requests/s | p50 | p99 | proxy CPU µs/request | non-2xx |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['rps']:.0f} | {r['p50']} | {r['p99']} | {r['cpu_us']:.1f} | {r['non2xx']} |")
+    t = results[0]
+    lines += ["", f"Tollgate vs the better of nginx/HAProxy: requests/s ×{t['rps'] / best_rps:.2f} "
+              f"(target ≥ 1.0), CPU per request ×{t['cpu_us'] / best_cpu:.2f} (target ≤ 1.0).", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
