@@ -8,6 +8,8 @@ import time
 import uuid
 from urllib.parse import urlencode
 
+from harness.procs import wait_for
+
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 GENERATED_KEY_RE = re.compile(r"^[A-Za-z0-9]{32}$")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -91,14 +93,10 @@ def db_cursor(pg_server, cp):
 
 def wait_until(predicate, timeout=15.0, interval=0.1, what="condition"):
     """Polls predicate() until truthy (returned); fails the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_for(predicate, timeout, interval=interval, what=what)
+    except TimeoutError as e:
+        raise AssertionError(str(e)) from None
 
 
 def make_service(admin, **fields):
