@@ -22,7 +22,9 @@ from harness.dp import DpProcess, raw_exchange, read_response
 from harness.procs import LOOPBACK, wait_for
 from harness.upstream import EchoUpstream, closed_port, pattern_bytes
 
-pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+# The proxy is the security boundary: also run against the ASan/UBSan build.
+pytestmark = [pytest.mark.asan,
+              pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
