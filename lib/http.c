@@ -8,6 +8,7 @@
 #include "http.h"
 #include "error.h"
 
+#include <ctype.h>
 #include <string.h>
 
 /*
@@ -216,7 +217,35 @@ struct framing {
     bool conn_close, conn_keep_alive, expect_continue;
     int64_t length;
     bool length_bad;
+    bool host_bad;
 };
+
+/* RFC 3986 reg-name / IPv4 characters: unreserved, pct-encoded ('%'), sub-delims. */
+static bool reg_name_char(unsigned char c)
+{
+    return isalnum(c) || strchr("-._~%!$&'()*+,;=", c) != NULL;
+}
+
+/*
+ * RFC 9112 §3.2: a Host that is not `uri-host [ ":" port ]` is answered 400;
+ * forwarding it would hand the upstream (X-Forwarded-Host, or Host itself with
+ * preserve_host) a value no origin can interpret. An empty Host is valid.
+ */
+static bool host_valid(tg_str_t v)
+{
+    size_t i = 0;
+    if (v.len && v.p[0] == '[') { /* IP-literal: hex, ':', '.', IPvFuture's unreserved/sub-delims */
+        for (i = 1; i < v.len && v.p[i] != ']'; i++)
+            if (!reg_name_char((unsigned char)v.p[i]) && v.p[i] != ':') return false;
+        if (i == v.len) return false;
+        i++;
+    } else {
+        while (i < v.len && reg_name_char((unsigned char)v.p[i])) i++;
+    }
+    if (i < v.len && v.p[i] == ':') /* port = *DIGIT */
+        for (i++; i < v.len && isdigit((unsigned char)v.p[i]); i++) {}
+    return i == v.len;
+}
 
 static void te_element(tg_str_t el, void *arg)
 {
@@ -257,6 +286,7 @@ static void scan_framing(const tg_http_header_t *h, size_t n, struct framing *f)
             each_element(h[i].value, connection_element, f);
         } else if (name_is(&h[i], TG_STR("host"))) {
             f->n_host++;
+            if (!host_valid(h[i].value)) f->host_bad = true;
         } else if (name_is(&h[i], TG_STR("expect"))) {
             if (tg_str_caseeq(h[i].value, TG_STR("100-continue"))) f->expect_continue = true;
         }
@@ -388,7 +418,7 @@ static int request_semantics(tg_http_request_head_t *out)
     struct framing f;
     scan_framing(out->headers, out->nheaders, &f);
     int *st = &out->status;
-    if (f.n_host > 1 || (out->minor_version == 1 && f.n_host == 0))
+    if (f.n_host > 1 || (out->minor_version == 1 && f.n_host == 0) || f.host_bad)
         return fail(st, 400, -TG_EPARSE);
     if (f.n_length > 1 || f.length_bad) return fail(st, 400, -TG_EPARSE);
     if (f.has_te) {

@@ -61,6 +61,23 @@ static void refused(const char *s, int status)
  * Valid requests
  */
 
+/* RFC 9112 §3.2: Host must be uri-host [":" port]; anything else is a 400. */
+static void host_values(void **state)
+{
+    const char *good[] = {"a", "a.example.com", "a:80", "a:", "127.0.0.1:8000", "[::1]:443",
+                          "[v1.x]", "xn--bcher-kva.example", ""};
+    const char *bad[] = {"a b", "a/b", "user@a", "a:8x0", "[::1", "a]", "a:80:90"};
+    char buf[256];
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        assert_int_equal(parse(buf), 0);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        refused(buf, 400);
+    }
+}
+
 static void simple_get(void **state)
 {
     const char *s = "GET /a/b?x=1&y=2 HTTP/1.1\r\n" H "Accept: */*\r\n\r\n";
@@ -701,6 +718,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(simple_get),
+        cmocka_unit_test(host_values),
         cmocka_unit_test(path_and_query_edges),
         cmocka_unit_test(header_values_trimmed),
         cmocka_unit_test(header_lookup),
