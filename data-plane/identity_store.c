@@ -2,21 +2,91 @@
  * identity_store.c — see identity_store.h.
  */
 #include "identity_store.h"
+#include "alloc.h"
 #include "error.h"
 #include "log.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHE_SLOTS 256 /* a power of two */
+#define KEY_MAX 64       /* longer lookup keys are not cached */
+
+enum kind { BY_DIGEST, BY_ID, BY_USERNAME };
+
 typedef int (*lookup_fn)(tg_store_reader_t *r, const void *arg, tg_str_t *view);
 
+/* One lookup's answer, valid while the store's last write is still `txn`. */
+struct entry {
+    uint64_t txn;
+    enum kind kind;
+    size_t klen;
+    char key[KEY_MAX];
+    json_t *value;
+};
+
+struct tg_identity_cache {
+    struct entry slots[CACHE_SLOTS];
+};
+
+tg_identity_cache_t *tg_identity_cache_new(void)
+{
+    return tg_calloc(1, sizeof(tg_identity_cache_t));
+}
+
+void tg_identity_cache_free(tg_identity_cache_t *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
+        json_decref(c->slots[i].value);
+    free(c);
+}
+
+/* FNV-1a: keys are short, and a collision only costs a store read. */
+static struct entry *slot_of(tg_identity_cache_t *c, enum kind kind, tg_str_t key)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
+    for (size_t i = 0; i < key.len; i++)
+        h = (h ^ (unsigned char)key.p[i]) * 0x100000001b3ULL;
+    return &c->slots[(h ^ (h >> 32)) & (CACHE_SLOTS - 1)];
+}
+
+static bool holds(const struct entry *e, enum kind kind, tg_str_t key)
+{
+    return e->value && e->kind == kind && e->klen == key.len && memcmp(e->key, key.p, key.len) == 0;
+}
+
+/* Keeps a reference until tg_identity_store_end (takes `j`'s). */
+static void own(tg_identity_store_t *s, json_t *j)
+{
+    if (s->nrefs < TG_IDENTITY_INLINE_REFS) {
+        s->refs[s->nrefs++] = j;
+        return;
+    }
+    if (!s->owned && !(s->owned = json_array())) tg_fatal("out of memory in identity lookup");
+    if (json_array_append_new(s->owned, j) < 0) /* the array's reference keeps it alive */
+        tg_fatal("out of memory in identity lookup");
+}
+
 /*
- * One short read: the view into the memory map is parsed into a fresh JSON value before the
- * read ends, because the view dies with the read and the caller keeps the value until the
- * request ends.
+ * One short read: the view into the memory map is parsed before the read ends, because the
+ * view dies with the read and the caller keeps the value until the request ends. With a
+ * cache, an answer read while the store's last write was the one still current is reused
+ * without a read; misses (not found) are never cached.
  */
-static int read_json(tg_identity_store_t *s, lookup_fn fn, const void *arg, json_t **out)
+static int read_json(tg_identity_store_t *s, enum kind kind, tg_str_t key, lookup_fn fn,
+                     const void *arg, json_t **out)
 {
     *out = NULL;
+    struct entry *e = s->cache && key.len <= KEY_MAX ? slot_of(s->cache, kind, key) : NULL;
+    if (e && holds(e, kind, key) && e->txn && e->txn == tg_store_last_txn(s->reader)) {
+        own(s, json_incref(e->value));
+        *out = e->value;
+        return 0;
+    }
     int rc = tg_store_read_begin(s->reader);
     if (rc < 0) return rc;
+    uint64_t txn = tg_store_read_txn(s->reader);
     tg_str_t view;
     rc = fn(s->reader, arg, &view);
     json_t *j = NULL;
@@ -30,9 +100,15 @@ static int read_json(tg_identity_store_t *s, lookup_fn fn, const void *arg, json
     }
     tg_store_read_end(s->reader);
     if (rc < 0) return rc;
-    if (!s->owned && !(s->owned = json_array())) tg_fatal("out of memory in identity lookup");
-    if (json_array_append_new(s->owned, j) < 0) /* the array's reference keeps it alive */
-        tg_fatal("out of memory in identity lookup");
+    if (e) {
+        json_decref(e->value); /* requests holding the old value keep it alive */
+        e->value = json_incref(j);
+        e->kind = kind;
+        e->klen = key.len;
+        memcpy(e->key, key.p, key.len);
+        e->txn = txn;
+    }
+    own(s, j);
     *out = j;
     return 0;
 }
@@ -54,17 +130,17 @@ static int by_username(tg_store_reader_t *r, const void *arg, tg_str_t *view)
 
 static int credential_by_digest(void *ud, const uint8_t d[32], json_t **cred)
 {
-    return read_json(ud, by_digest, d, cred);
+    return read_json(ud, BY_DIGEST, (tg_str_t){(const char *)d, 32}, by_digest, d, cred);
 }
 
 static int consumer_by_id(void *ud, tg_str_t id, json_t **consumer)
 {
-    return read_json(ud, by_id, &id, consumer);
+    return read_json(ud, BY_ID, id, by_id, &id, consumer);
 }
 
 static int consumer_by_username(void *ud, tg_str_t name, json_t **consumer)
 {
-    return read_json(ud, by_username, &name, consumer);
+    return read_json(ud, BY_USERNAME, name, by_username, &name, consumer);
 }
 
 void tg_identity_store_init(tg_identity_store_t *s, tg_store_reader_t *reader)
@@ -76,11 +152,16 @@ void tg_identity_store_init(tg_identity_store_t *s, tg_store_reader_t *reader)
         .ud = s,
     };
     s->reader = reader;
+    s->cache = NULL;
+    s->nrefs = 0;
     s->owned = NULL;
 }
 
 void tg_identity_store_end(tg_identity_store_t *s)
 {
+    for (size_t i = 0; i < s->nrefs; i++)
+        json_decref(s->refs[i]);
+    s->nrefs = 0;
     json_decref(s->owned);
     s->owned = NULL;
 }

@@ -4,6 +4,7 @@
  * One tg_identity_store_t per request, usually embedded in the proxy's request state:
  *
  *     tg_identity_store_init(&ids, worker_reader);
+ *     ids.cache = worker_cache;      // optional: reuse parsed entities (below)
  *     req.identity = &ids.source;
  *     ... run the plugins ...
  *     tg_req_release(&req);
@@ -11,11 +12,20 @@
  *
  * Each lookup is one short read (tg_store_read_begin, look up, json_loadb of the view,
  * tg_store_read_end), so no read is ever held across a return to the event loop. The JSON
- * handed out is parsed into fresh jansson values that this object owns until
- * tg_identity_store_end; tg_req_set_consumer may point at them for the request's lifetime.
+ * handed out is owned by this object (a reference) until tg_identity_store_end;
+ * tg_req_set_consumer may point at it for the request's lifetime. Callers only read it.
  *
- * Threads: the store object and its reader belong to the request's worker thread. The reader
- * is borrowed and must outlive the object; it must not have a read open during a lookup.
+ * The cache: reading and parsing the stored entity dominate a lookup, and the same
+ * credential and consumer come back request after request. A tg_identity_cache_t keeps the
+ * parsed answer of recent lookups (credential by digest, consumer by id or username) with
+ * the store snapshot it was read from, and hands it out again only while no write has been
+ * committed to the store since (tg_store_last_txn): any config change, to any entity, makes
+ * the next lookup read the store again. Answers "not found" are not cached. Bounded: one
+ * entry per slot, replaced on collision; a replaced value lives on while requests hold it.
+ *
+ * Threads: the store object, its cache and its reader belong to the request's worker thread.
+ * The reader is borrowed and must outlive the object; it must not have a read open during a
+ * lookup. A cache is owned by its worker and must outlive the requests that use it.
  */
 #ifndef TG_IDENTITY_STORE_H
 #define TG_IDENTITY_STORE_H
@@ -23,15 +33,26 @@
 #include "identity.h"
 #include "store.h"
 
+#define TG_IDENTITY_INLINE_REFS 4
+
+typedef struct tg_identity_cache tg_identity_cache_t;
+
 typedef struct tg_identity_store {
     tg_identity_source_t source; /* give &source to the request; source.ud is this object */
     tg_store_reader_t *reader;   /* borrowed */
-    json_t *owned;               /* JSON handed out so far (a jansson array), or NULL */
+    tg_identity_cache_t *cache;  /* borrowed, may be NULL */
+    json_t *refs[TG_IDENTITY_INLINE_REFS]; /* JSON handed out so far */
+    size_t nrefs;
+    json_t *owned; /* the ones beyond refs[] (a jansson array), or NULL */
 } tg_identity_store_t;
 
-/* Prepares a source reading through `reader`. Allocates nothing until the first hit. */
+/* Prepares a source reading through `reader`, without a cache. Allocates nothing. */
 void tg_identity_store_init(tg_identity_store_t *s, tg_store_reader_t *reader);
 /* Releases every JSON handed out since init; the object may then be initialised again. */
 void tg_identity_store_end(tg_identity_store_t *s);
+
+tg_identity_cache_t *tg_identity_cache_new(void);
+/* Drops the cache's references (values requests still hold stay alive). NULL is a no-op. */
+void tg_identity_cache_free(tg_identity_cache_t *c);
 
 #endif

@@ -49,9 +49,16 @@ struct tg_plugin_chain {
 
 /* ------------------------------------------------------------------ hashing */
 
+/* Mixes n bytes into h, a word at a time (ids are UUIDs: 36 bytes per lookup level). */
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *b = p;
+    for (; n >= 8; b += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, b, 8);
+        h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
+        h ^= h >> 29;
+    }
     for (size_t i = 0; i < n; i++)
         h = (h ^ b[i]) * UINT64_C(0x100000001b3);
     return h;

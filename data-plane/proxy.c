@@ -19,7 +19,7 @@ static const tg_http_limits_t limits = {TG_PROXY_MAX_HEAD, TG_PROXY_MAX_HEADERS,
 
 static void head_bytes(tg_proxy_conn_t *c, const char *data, size_t len);
 static void start_request(tg_proxy_conn_t *c);
-static void on_client_timeout(uv_timer_t *t);
+static void on_client_timeout(tg_deadline_t *t);
 static void on_read(tg_stream_t *s, int status, const char *data, size_t len);
 
 int64_t tg_proxy_ms(uint64_t from, uint64_t to)
@@ -33,12 +33,16 @@ static void handle_gone(tg_proxy_conn_t *c)
 {
     if (--c->open_handles > 0) return;
     free(c->buf);
+    tg_headbuf_free(&c->out);
+    free(c->x.rbuf);
+    free(c->x.rheaders);
+    free(c->x.up_request);
     free(c);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_timer_closed(tg_deadline_t *d)
 {
-    handle_gone(h->data);
+    handle_gone(d->data);
 }
 
 static void on_stream_closed(tg_stream_t *s)
@@ -60,7 +64,10 @@ static void set_writing(tg_proxy_conn_t *c, bool on)
     tg_metrics_add(&c->w->metrics->conns_writing, on ? 1 : -1);
 }
 
-/* Frees what an exchange holds; the upstream side must already be released. */
+#define KEEP_MAX 16384 /* scratch buffers up to this size serve the next exchange */
+
+/* Frees what an exchange holds, except the scratch buffers the next one reuses (freed with
+ * the connection); the upstream side must already be released. */
 static void exchange_reset(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
@@ -69,12 +76,25 @@ static void exchange_reset(tg_proxy_conn_t *c)
         tg_identity_store_end(&x->ids);
         tg_generation_unref(x->gen);
     }
-    free(x->up_request);
     free(x->body);
     free(x->next_bytes);
-    free(x->rbuf);
-    free(x->rheaders);
+    char *rbuf = x->rbuf, *up = x->up_request;
+    size_t rcap = x->rcap, upcap = x->up_request_cap;
+    tg_http_header_t *rheaders = x->rheaders;
     memset(x, 0, sizeof(*x));
+    x->rheaders = rheaders;
+    if (rcap <= KEEP_MAX) {
+        x->rbuf = rbuf;
+        x->rcap = rcap;
+    } else {
+        free(rbuf);
+    }
+    if (upcap <= KEEP_MAX) {
+        x->up_request = up;
+        x->up_request_cap = upcap;
+    } else {
+        free(up);
+    }
 }
 
 static void conn_close(tg_proxy_conn_t *c)
@@ -83,6 +103,7 @@ static void conn_close(tg_proxy_conn_t *c)
     tg_worker_t *w = c->w;
     if (c->x.active) tg_proxy_upstream_release(c, false);
     exchange_reset(c);
+    c->out.len = 0;
     c->state = TG_PX_CLOSING;
     set_reading(c, false);
     set_writing(c, false);
@@ -93,8 +114,8 @@ static void conn_close(tg_proxy_conn_t *c)
         w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
-    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-    uv_close((uv_handle_t *)&c->up_timer, on_timer_closed);
+    tg_deadline_close(&c->timer, on_timer_closed);
+    tg_deadline_close(&c->up_timer, on_timer_closed);
     tg_stream_close(&c->s, on_stream_closed);
     tg_worker_conn_gone(w);
 }
@@ -112,6 +133,12 @@ static const char *label(const json_t *e, const char *name_field)
     return n ? n : json_id(e);
 }
 
+/* A route's or service's name, else its id, from what the router read of it. */
+static const char *info_label(tg_str_t name, tg_str_t id)
+{
+    return name.p ? name.p : id.p;
+}
+
 static void account(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
@@ -119,17 +146,25 @@ static void account(tg_proxy_conn_t *c)
     int64_t total = tg_proxy_ms(x->t_start, now);
     int64_t proxy = x->t_upstream ? tg_proxy_ms(x->t_start, x->t_upstream) : -1;
     int64_t upstream = x->t_head ? tg_proxy_ms(x->t_upstream, x->t_head) : -1;
-    const json_t *route = x->req.route, *service = x->req.service, *consumer = x->req.consumer;
+    const json_t *consumer = x->req.consumer;
+    /* the route and service as matched: their ids and labels were read when routing */
+    const tg_route_info_t *in = x->req.route ? x->match.info : NULL;
+    const char *route_id = in ? in->route_id.p : NULL;
+    const char *service_id = in && x->req.service ? in->service_id.p : NULL;
     tg_metrics_request_t m = {x->status,
-                              label(route, "name"),
-                              label(service, "name"),
+                              in ? info_label(in->route_name, in->route_id) : NULL,
+                              in && x->req.service ? info_label(in->service_name, in->service_id)
+                                                   : NULL,
                               label(consumer, "username"),
                               total,
                               upstream,
                               proxy};
     tg_metrics_count_request(c->w->metrics, &m);
-    char upstream_addr[300];
-    snprintf(upstream_addr, sizeof(upstream_addr), "%s:%d", x->up_host, x->up_port);
+    char upstream_addr[300]; /* "host:port" (host < 256 bytes) */
+    size_t hlen = strlen(x->up_host);
+    memcpy(upstream_addr, x->up_host, hlen);
+    upstream_addr[hlen] = ':';
+    upstream_addr[hlen + 1 + tg_headbuf_dec(upstream_addr + hlen + 1, (uint64_t)x->up_port)] = '\0';
     tg_access_log_entry_t e = {
         .time_ms = x->start_unix_ms,
         .request_id = tg_str_from(x->request_id),
@@ -137,8 +172,8 @@ static void account(tg_proxy_conn_t *c)
         .method = c->head.method,
         .uri = c->head.target,
         .status = x->status,
-        .route_id = json_id(route),
-        .service_id = json_id(service),
+        .route_id = route_id,
+        .service_id = service_id,
         .consumer_id = json_id(consumer),
         .request_ms = total,
         .proxy_ms = proxy,
@@ -177,7 +212,7 @@ static void wait_next(tg_proxy_conn_t *c)
     c->parsed = 0;
     c->close_after = false;
     memset(&c->head, 0, sizeof(c->head));
-    uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_IDLE_TIMEOUT_MS, 0);
+    tg_deadline_set(&c->timer, TG_PROXY_IDLE_TIMEOUT_MS);
     if (tg_stream_read_start(&c->s, on_read) != 0) {
         conn_close(c);
         return;
@@ -193,7 +228,7 @@ static void wait_next(tg_proxy_conn_t *c)
 static void linger(tg_proxy_conn_t *c)
 {
     c->state = TG_PX_LINGER;
-    uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_LINGER_MS, 0);
+    tg_deadline_set(&c->timer, TG_PROXY_LINGER_MS);
     uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->s.tcp, NULL);
     if (tg_stream_read_start(&c->s, on_read) != 0) conn_close(c);
 }
@@ -220,6 +255,8 @@ void tg_proxy_finish(tg_proxy_conn_t *c)
 void tg_proxy_abort(tg_proxy_conn_t *c, const char *why)
 {
     tg_proxy_exchange_t *x = &c->x;
+    if (c->out.len && !c->s.failed && c->state != TG_PX_CLOSING)
+        tg_proxy_client_flush(c); /* a response head already decided on still goes out */
     if (x->active) {
         if (!x->status) x->status = 499; /* nginx's "client closed request" */
         if (!x->error) x->error = why;
@@ -230,7 +267,7 @@ void tg_proxy_abort(tg_proxy_conn_t *c, const char *why)
 
 /* ---------------------------------------------------------------- timeouts */
 
-static void on_client_timeout(uv_timer_t *t)
+static void on_client_timeout(tg_deadline_t *t)
 {
     tg_proxy_conn_t *c = t->data;
     switch (c->state) {
@@ -271,10 +308,10 @@ void tg_proxy_client_reading(tg_proxy_conn_t *c, bool on)
             tg_proxy_abort(c, "client connection failed");
             return;
         }
-        uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_CLIENT_TIMEOUT_MS, 0);
+        tg_deadline_set(&c->timer, TG_PROXY_CLIENT_TIMEOUT_MS);
     } else {
         tg_stream_read_stop(&c->s);
-        uv_timer_stop(&c->timer);
+        tg_deadline_clear(&c->timer);
     }
 }
 
@@ -341,7 +378,7 @@ static void begin_head(tg_proxy_conn_t *c)
     c->head_started = uv_now(&c->w->loop);
     c->x.t_start = uv_hrtime();
     set_reading(c, true);
-    uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_HEADER_TIMEOUT_MS, 0);
+    tg_deadline_set(&c->timer, TG_PROXY_HEADER_TIMEOUT_MS);
 }
 
 static bool append(tg_proxy_conn_t *c, const char *data, size_t len)
@@ -377,7 +414,7 @@ static void head_bytes(tg_proxy_conn_t *c, const char *data, size_t len)
     else
         c->head.status = 0;
     tg_stream_read_stop(&c->s);
-    uv_timer_stop(&c->timer);
+    tg_deadline_clear(&c->timer);
     start_request(c);
 }
 
@@ -405,6 +442,7 @@ static void fill_request(tg_proxy_conn_t *c)
     r->request_id = tg_str_from(x->request_id);
     if (c->w->has_reader) {
         tg_identity_store_init(&x->ids, &c->w->reader);
+        x->ids.cache = c->w->idcache;
         r->identity = &x->ids.source;
     }
     if (c->head.chunked)
@@ -538,6 +576,19 @@ bool tg_proxy_client_write(tg_proxy_conn_t *c, const uv_buf_t *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++)
         c->x.bytes_sent += bufs[i].len;
     return true;
+}
+
+bool tg_proxy_client_flush(tg_proxy_conn_t *c)
+{
+    if (c->out.len == 0) return true;
+    uv_buf_t b = uv_buf_init(c->out.p, (unsigned)c->out.len);
+    c->out.len = 0;
+    /* written at once (the rule) needs no callback: complete() can end the exchange now */
+    int rc = tg_stream_write_now(&c->s, &b, 1, on_client_written, NULL);
+    if (rc == 0) c->x.pending_writes++;
+    if (rc >= 0) c->x.bytes_sent += b.len;
+    if (c->out.cap > 4 * TG_PROXY_OUT_COPY_MAX) tg_headbuf_free(&c->out); /* a huge head */
+    return rc >= 0;
 }
 
 /* "Expect: 100-continue": the client waits for this before sending its body. */
@@ -676,9 +727,8 @@ void tg_proxy_accept(tg_worker_t *w, tg_worker_listener_t *l)
     c->w = w;
     c->l = l;
     c->state = TG_PX_IDLE;
-    uv_timer_init(&w->loop, &c->timer);
-    uv_timer_init(&w->loop, &c->up_timer);
-    c->timer.data = c->up_timer.data = c;
+    tg_deadline_init(&c->timer, &w->loop, on_client_timeout, c);
+    tg_deadline_init(&c->up_timer, &w->loop, tg_proxy_on_up_timeout, c);
     c->open_handles = 3;
     c->next = w->conns;
     if (w->conns) w->conns->prev = c;
@@ -693,7 +743,7 @@ void tg_proxy_accept(tg_worker_t *w, tg_worker_listener_t *l)
     tg_metrics_inc(&w->metrics->conns_handled);
     tg_stream_peer_ip(&c->s, c->peer_ip, sizeof(c->peer_ip));
     /* a new connection gets the header timeout from the start, TLS handshake included */
-    uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_HEADER_TIMEOUT_MS, 0);
+    tg_deadline_set(&c->timer, TG_PROXY_HEADER_TIMEOUT_MS);
     int rc = l->ssl ? tg_stream_start_tls(&c->s, w->opts.server_ssl, true, NULL, on_handshake)
                     : tg_stream_read_start(&c->s, on_read);
     if (rc != 0) conn_close(c);
@@ -722,5 +772,5 @@ void tg_proxy_close_all(tg_worker_t *w)
 
 void tg_proxy_send_timer(tg_proxy_conn_t *c)
 {
-    uv_timer_start(&c->timer, on_client_timeout, TG_PROXY_CLIENT_TIMEOUT_MS, 0);
+    tg_deadline_set(&c->timer, TG_PROXY_CLIENT_TIMEOUT_MS);
 }

@@ -6,12 +6,13 @@
  * exchange, `x`), reset between requests. The head buffer holds the request head for the
  * whole exchange because the parsed headers and the request context point into it.
  *
- * Lifetime: the connection owns its stream, two timers, the exchange and the upstream
- * connection it has taken; it frees itself when its three handles have closed.
+ * Lifetime: the connection owns its stream, two timers (deadline.h), the exchange and the
+ * upstream connection it has taken; it frees itself when its three handles have closed.
  */
 #ifndef TG_PROXY_INT_H
 #define TG_PROXY_INT_H
 
+#include "deadline.h"
 #include "generation.h"
 #include "headbuf.h"
 #include "http.h"
@@ -38,6 +39,7 @@
 #define TG_PROXY_LINGER_MS 2000                     /* lingering close (nginx's lingering_time) */
 #define TG_PROXY_WRITE_HIGH (1u << 20)              /* stop reading the other side above */
 #define TG_PROXY_WRITE_LOW (256u << 10)             /* resume below */
+#define TG_PROXY_OUT_COPY_MAX 16384 /* body spans up to this size wait in c->out */
 
 enum tg_proxy_state {
     TG_PX_IDLE,      /* keep-alive: waiting for the first byte of a request */
@@ -76,7 +78,7 @@ typedef struct tg_proxy_exchange {
     tg_upconn_t *up;
     bool retried;
     char *up_request; /* serialized request head, kept for a retry */
-    size_t up_request_len;
+    size_t up_request_len, up_request_cap;
     /* the request body, from the client */
     enum tg_proxy_body req_kind;
     uint64_t req_left; /* LENGTH: bytes still to read */
@@ -92,7 +94,7 @@ typedef struct tg_proxy_exchange {
     size_t body_len, body_cap;
     char *next_bytes; /* bytes of the next request read with this body */
     size_t next_len;
-    /* the response */
+    /* the response (rbuf, rheaders and up_request are kept for the next exchange) */
     char *rbuf;
     size_t rlen, rcap, rparsed;
     tg_http_header_t *rheaders;
@@ -118,8 +120,8 @@ typedef struct tg_proxy_conn {
     tg_worker_listener_t *l;
     struct tg_proxy_conn *prev, *next;
     enum tg_proxy_state state;
-    uv_timer_t timer;    /* client side: header, idle, body, send */
-    uv_timer_t up_timer; /* upstream side: connect, write, read */
+    tg_deadline_t timer;    /* client side: header, idle, body, send */
+    tg_deadline_t up_timer; /* upstream side: connect, write, read */
     uv_shutdown_t shutdown_req;
     int open_handles;
     char peer_ip[64];
@@ -130,8 +132,24 @@ typedef struct tg_proxy_conn {
     uint64_t head_started; /* uv_now of the first byte of this head */
     bool close_after;      /* no keep-alive after this exchange */
     bool counted_reading, counted_writing;
+    /* client bytes of a proxied response not written yet: what one upstream read produced
+     * (head, body, last chunk) leaves in one write; reused from request to request */
+    tg_headbuf_t out;
     tg_proxy_exchange_t x;
 } tg_proxy_conn_t;
+
+/* ASCII case-insensitive equality of header names (tokens), inline: strncasecmp's
+ * locale-aware call costs more than the compare on these short strings. */
+static inline bool tg_proxy_caseeq(tg_str_t a, tg_str_t b)
+{
+    if (a.len != b.len) return false;
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
+        if (x == y) continue;
+        if ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a') return false;
+    }
+    return true;
+}
 
 /* ---- proxy.c ---- */
 /* Runs (or resumes) the access phase, then sends the request upstream. */
@@ -150,6 +168,8 @@ void tg_proxy_send_timer(tg_proxy_conn_t *c);
 int64_t tg_proxy_ms(uint64_t from, uint64_t to);
 /* Adds the client-side write to the exchange's accounting; false when it failed. */
 bool tg_proxy_client_write(tg_proxy_conn_t *c, const uv_buf_t *bufs, unsigned n);
+/* Writes what waits in c->out (nothing to do when it is empty); false when it failed. */
+bool tg_proxy_client_flush(tg_proxy_conn_t *c);
 
 /* ---- proxy_reply.c ---- */
 /* A generated error response in Kong's format (JSON, HTML, XML or text by Accept) with the
@@ -168,6 +188,8 @@ void tg_proxy_upstream_start(tg_proxy_conn_t *c);
 void tg_proxy_upstream_body(tg_proxy_conn_t *c, const char *data, size_t len);
 /* Releases the upstream side of an exchange; `reuse` puts the connection back in the pool. */
 void tg_proxy_upstream_release(tg_proxy_conn_t *c, bool reuse);
+/* The upstream timer's callback. */
+void tg_proxy_on_up_timeout(tg_deadline_t *t);
 /* Restarts the upstream timer for what we wait on now (write or read timeout). */
 void tg_proxy_upstream_arm(tg_proxy_conn_t *c);
 /* Answers an upstream failure (502/503/504) when nothing was sent to the client yet. */

@@ -27,11 +27,19 @@ tg_flow_t tg_proxy_plugins_access(tg_proxy_conn_t *c)
     if (!chain) return TG_FLOW_CONTINUE;
     size_t n;
     const size_t *order = tg_plugin_chain_order(chain, &n);
-    tg_str_t route = id_of(x->req.route), service = id_of(x->req.service);
+    /* ids of the route and service as the router read them */
+    tg_str_t route = x->match.info->route_id;
+    tg_str_t service = x->req.service ? x->match.info->service_id : TG_STR_NULL;
+    const json_t *consumer = NULL;
+    tg_str_t consumer_id = TG_STR_NULL;
     for (size_t i = (size_t)x->plugin_next; i < n; i++) {
         /* the consumer is whoever an earlier (higher priority) plugin identified */
+        if (x->req.consumer != consumer) {
+            consumer = x->req.consumer;
+            consumer_id = id_of(consumer);
+        }
         const tg_plugin_instance_t *inst =
-            tg_plugin_chain_lookup(chain, order[i], route, service, id_of(x->req.consumer));
+            tg_plugin_chain_lookup(chain, order[i], route, service, consumer_id);
         if (!inst || !inst->handler->access) continue;
         x->plugin_next = (int)i;
         ran(x, inst, n);

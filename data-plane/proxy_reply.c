@@ -171,7 +171,7 @@ void tg_proxy_respond(tg_proxy_conn_t *c, int status, const char *content_type, 
     tg_proxy_exchange_t *x = &c->x;
     x->status = status;
     if (!x->req_done) c->close_after = true; /* the unread body is in the way of the next request */
-    uv_timer_stop(&c->up_timer);
+    tg_deadline_clear(&c->up_timer);
     c->state = TG_PX_RESPOND;
     tg_proxy_plugins_response(c, status);
     tg_headbuf_t b = {0};

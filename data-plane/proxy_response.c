@@ -23,11 +23,10 @@ static const tg_http_limits_t limits = {TG_PROXY_MAX_HEAD, TG_PROXY_MAX_HEADERS,
 
 /* ---------------------------------------------------------------- the head */
 
-static bool name_eq(tg_str_t a, const char *b)
+static bool name_eq(tg_str_t a, const char *b, size_t blen)
 {
-    size_t n = strlen(b);
-    if (a.len != n) return false;
-    for (size_t i = 0; i < n; i++) {
+    if (a.len != blen) return false;
+    for (size_t i = 0; i < blen; i++) {
         char x = a.p[i] == '_' ? '-' : a.p[i], y = b[i] == '_' ? '-' : b[i];
         if ((x | 0x20) != (y | 0x20)) return false;
     }
@@ -38,7 +37,8 @@ static bool name_eq(tg_str_t a, const char *b)
 static bool plugin_sets(const tg_req_t *r, tg_str_t name, size_t from)
 {
     for (size_t i = from; i < r->nresponse_headers; i++)
-        if (name_eq(name, r->response_headers[i].name)) return true;
+        if (name_eq(name, r->response_headers[i].name, r->response_headers[i].name_len))
+            return true;
     return false;
 }
 
@@ -47,16 +47,17 @@ void tg_proxy_response_plugin_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
     const tg_req_t *r = &c->x.req;
     for (size_t i = 0; i < r->nresponse_headers; i++) {
         const tg_req_header_edit_t *e = &r->response_headers[i];
-        if (!e->value.p || plugin_sets(r, tg_str_from(e->name), i + 1)) continue; /* last wins */
-        if (!tg_http_is_token(tg_str_from(e->name)) || !tg_http_is_field_value(e->value)) continue;
-        tg_headbuf_header(b, tg_str_from(e->name), e->value);
+        tg_str_t name = {e->name, e->name_len};
+        if (!e->value.p || plugin_sets(r, name, i + 1)) continue; /* last wins */
+        if (!tg_http_is_token(name) || !tg_http_is_field_value(e->value)) continue;
+        tg_headbuf_header(b, name, e->value);
     }
 }
 
 static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
 {
     for (size_t i = 0; i < h->nheaders; i++) {
-        if (!tg_str_caseeq(h->headers[i].name, TG_STR("connection"))) continue;
+        if (!tg_proxy_caseeq(h->headers[i].name, TG_STR("connection"))) continue;
         tg_str_t v = h->headers[i].value;
         for (size_t s = 0; s <= v.len; s++) {
             size_t e = s;
@@ -67,7 +68,7 @@ static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
                 tok.p++, tok.len--;
             while (tok.len && tok.p[tok.len - 1] == ' ')
                 tok.len--;
-            if (tg_str_caseeq(tok, name)) return true;
+            if (tg_proxy_caseeq(tok, name)) return true;
             s = e;
         }
     }
@@ -75,15 +76,18 @@ static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
 }
 
 /* Upstream headers the client never sees as they are. */
-static bool hop_by_hop(const tg_http_response_head_t *h, tg_str_t name, bool keep_length)
+static bool hop_by_hop(const tg_http_response_head_t *h, tg_str_t name, bool keep_length,
+                       bool has_connection)
 {
-    static const char *const names[] = {"connection",        "keep-alive", "te",  "trailer",
-                                        "transfer-encoding", "upgrade",    "via", NULL};
-    if (name.len >= 6 && strncasecmp(name.p, "proxy-", 6) == 0) return true;
-    if (!keep_length && tg_str_caseeq(name, TG_STR("content-length"))) return true;
-    for (size_t i = 0; names[i]; i++)
-        if (tg_str_caseeq(name, tg_str_from(names[i]))) return true;
-    return connection_listed(h, name);
+    static const tg_str_t names[] = {TG_STR("connection"), TG_STR("keep-alive"),
+                                     TG_STR("te"),         TG_STR("trailer"),
+                                     TG_STR("transfer-encoding"), TG_STR("upgrade"),
+                                     TG_STR("via")};
+    if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
+    if (!keep_length && tg_proxy_caseeq(name, TG_STR("content-length"))) return true;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (tg_proxy_caseeq(name, names[i])) return true;
+    return has_connection && connection_listed(h, name);
 }
 
 /* How the body reaches the client: length as received, re-chunked (HTTP/1.1 clients) or
@@ -106,46 +110,62 @@ static void add_upstream_headers(tg_proxy_conn_t *c, tg_headbuf_t *b, bool *serv
 {
     tg_proxy_exchange_t *x = &c->x;
     bool keep_length = x->resp_kind == TG_HTTP_BODY_NONE; /* HEAD, 304: as the upstream said */
+    bool conn = tg_http_header_find(x->resp.headers, x->resp.nheaders, "connection") != NULL;
     for (size_t i = 0; i < x->resp.nheaders; i++) {
         tg_str_t name = x->resp.headers[i].name;
-        if (hop_by_hop(&x->resp, name, keep_length) || plugin_sets(&x->req, name, 0)) continue;
-        if (tg_str_caseeq(name, TG_STR("server"))) *server = true;
-        if (tg_str_caseeq(name, TG_STR("date"))) *date = true;
+        if (hop_by_hop(&x->resp, name, keep_length, conn) || plugin_sets(&x->req, name, 0))
+            continue;
+        if (tg_proxy_caseeq(name, TG_STR("server"))) *server = true;
+        if (tg_proxy_caseeq(name, TG_STR("date"))) *date = true;
         tg_headbuf_header(b, name, x->resp.headers[i].value);
     }
 }
+
 
 static void build_head(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     tg_proxy_exchange_t *x = &c->x;
     tg_str_t reason =
         x->resp.reason.len ? x->resp.reason : tg_str_from(tg_http_status_reason(x->status));
-    tg_headbuf_addf(b, "HTTP/1.1 %d %.*s\r\n", x->status, (int)reason.len, reason.p);
+    TG_HEADBUF_LIT(b, "HTTP/1.1 ");
+    tg_headbuf_addi(b, x->status);
+    TG_HEADBUF_LIT(b, " ");
+    tg_headbuf_adds(b, reason);
+    TG_HEADBUF_LIT(b, "\r\n");
     bool server = false, date = false;
     add_upstream_headers(c, b, &server, &date);
-    if (!date) tg_headbuf_addf(b, "Date: %s\r\n", tg_worker_date(c->w));
-    if (!server)
-        tg_headbuf_add(b, "Server: tollgate/" TG_VERSION "\r\n",
-                       strlen("Server: tollgate/" TG_VERSION "\r\n"));
+    if (!date) {
+        TG_HEADBUF_LIT(b, "Date: ");
+        tg_headbuf_addz(b, tg_worker_date(c->w));
+        TG_HEADBUF_LIT(b, "\r\n");
+    }
+    if (!server) TG_HEADBUF_LIT(b, "Server: tollgate/" TG_VERSION "\r\n");
     tg_proxy_response_plugin_headers(c, b);
-    if (x->resp_kind == TG_HTTP_BODY_LENGTH)
-        tg_headbuf_addf(b, "Content-Length: %llu\r\n", (unsigned long long)x->resp_left);
-    else if (x->resp_chunk_out)
-        tg_headbuf_add(b, "Transfer-Encoding: chunked\r\n", 28);
-    tg_headbuf_addf(b, "Connection: %s\r\n", c->close_after ? "close" : "keep-alive");
-    tg_headbuf_addf(b, "X-Tollgate-Upstream-Latency: %lld\r\nX-Tollgate-Proxy-Latency: %lld\r\n",
-                    (long long)tg_proxy_ms(x->t_upstream, x->t_head),
-                    (long long)tg_proxy_ms(x->t_start, x->t_upstream));
+    if (x->resp_kind == TG_HTTP_BODY_LENGTH) {
+        TG_HEADBUF_LIT(b, "Content-Length: ");
+        tg_headbuf_addu(b, x->resp_left);
+        TG_HEADBUF_LIT(b, "\r\n");
+    } else if (x->resp_chunk_out) {
+        TG_HEADBUF_LIT(b, "Transfer-Encoding: chunked\r\n");
+    }
+    tg_headbuf_addz(b, c->close_after ? "Connection: close\r\n" : "Connection: keep-alive\r\n");
+    TG_HEADBUF_LIT(b, "X-Tollgate-Upstream-Latency: ");
+    tg_headbuf_addi(b, tg_proxy_ms(x->t_upstream, x->t_head));
+    TG_HEADBUF_LIT(b, "\r\nX-Tollgate-Proxy-Latency: ");
+    tg_headbuf_addi(b, tg_proxy_ms(x->t_start, x->t_upstream));
+    TG_HEADBUF_LIT(b, "\r\nVia: ");
     const tg_http_header_t *via = tg_http_header_find(x->resp.headers, x->resp.nheaders, "via");
-    if (via)
-        tg_headbuf_addf(b, "Via: %.*s, 1.1 tollgate/" TG_VERSION "\r\n", (int)via->value.len,
-                        via->value.p);
-    else
-        tg_headbuf_addf(b, "Via: 1.1 tollgate/%s\r\n", TG_VERSION);
-    tg_headbuf_addf(b, "X-Tollgate-Request-Id: %s\r\n\r\n", x->request_id);
+    if (via) {
+        tg_headbuf_adds(b, via->value);
+        TG_HEADBUF_LIT(b, ", ");
+    }
+    TG_HEADBUF_LIT(b, "1.1 tollgate/" TG_VERSION "\r\nX-Tollgate-Request-Id: ");
+    tg_headbuf_addz(b, x->request_id);
+    TG_HEADBUF_LIT(b, "\r\n\r\n");
 }
 
-static bool send_head(tg_proxy_conn_t *c)
+/* The head waits in c->out for the body bytes that came with it (see tg_proxy_client_flush). */
+static void send_head(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
     x->status = x->resp.status;
@@ -153,14 +173,15 @@ static bool send_head(tg_proxy_conn_t *c)
     if (!x->req_done) tg_proxy_client_reading(c, false);
     c->state = TG_PX_RESPONSE;
     tg_proxy_plugins_response(c, x->status);
-    tg_headbuf_t b = {0};
-    build_head(c, &b);
-    uv_buf_t buf = uv_buf_init(b.p, (unsigned)b.len);
-    bool ok = tg_proxy_client_write(c, &buf, 1);
-    tg_headbuf_free(&b);
+    build_head(c, &c->out);
     x->head_sent = true;
-    if (!ok) tg_proxy_abort(c, "client connection failed while writing");
-    return ok;
+}
+
+static bool flush(tg_proxy_conn_t *c)
+{
+    if (tg_proxy_client_flush(c)) return true;
+    tg_proxy_abort(c, "client connection failed while writing");
+    return false;
 }
 
 /* ---------------------------------------------------------------- the body */
@@ -172,29 +193,37 @@ static void complete(tg_proxy_conn_t *c)
     bool reuse = x->resp.keep_alive && x->resp_kind != TG_HTTP_BODY_EOF && x->req_sent &&
                  x->up_pending == 0 && !x->up_extra && !x->up_paused;
     tg_proxy_upstream_release(c, reuse);
-    if (x->resp_chunk_out) {
-        uv_buf_t last = uv_buf_init("0\r\n\r\n", 5);
-        if (!tg_proxy_client_write(c, &last, 1)) {
-            tg_proxy_abort(c, "client connection failed while writing");
-            return;
-        }
-    }
+    if (x->resp_chunk_out) TG_HEADBUF_LIT(&c->out, "0\r\n\r\n");
+    if (!flush(c)) return;
     if (x->pending_writes == 0)
         tg_proxy_finish(c);
     else
         tg_proxy_send_timer(c);
 }
 
+/* A body span to the client (chunk-framed when re-chunking): small ones join c->out, large
+ * ones go out at once behind what c->out holds. */
 static bool forward(tg_proxy_conn_t *c, const char *data, size_t len)
 {
     char size[24];
-    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-    uv_buf_t framed[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
-                          uv_buf_init("\r\n", 2)};
-    bool ok = c->x.resp_chunk_out ? tg_proxy_client_write(c, framed, 3)
-                                  : tg_proxy_client_write(c, &framed[1], 1);
-    if (!ok) tg_proxy_abort(c, "client connection failed while writing");
-    return ok;
+    size_t n = c->x.resp_chunk_out ? tg_headbuf_hex(size, len) : 0;
+    if (n) size[n++] = '\r', size[n++] = '\n';
+    if (len <= TG_PROXY_OUT_COPY_MAX) {
+        tg_headbuf_add(&c->out, size, n);
+        tg_headbuf_add(&c->out, data, len);
+        if (n) TG_HEADBUF_LIT(&c->out, "\r\n");
+        return true;
+    }
+    uv_buf_t bufs[4];
+    unsigned k = 0;
+    if (c->out.len) bufs[k++] = uv_buf_init(c->out.p, (unsigned)c->out.len);
+    if (n) bufs[k++] = uv_buf_init(size, (unsigned)n);
+    bufs[k++] = uv_buf_init((char *)data, (unsigned)len);
+    if (n) bufs[k++] = uv_buf_init("\r\n", 2);
+    c->out.len = 0;
+    if (tg_proxy_client_write(c, bufs, k)) return true;
+    tg_proxy_abort(c, "client connection failed while writing");
+    return false;
 }
 
 /* Client backpressure: stop reading the upstream while the client lags behind. */
@@ -234,7 +263,7 @@ static void body_data(tg_proxy_conn_t *c, const char *data, size_t len)
         if (used == 0 && span.len == 0) break;
     }
     if (len && x->resp_done) x->up_extra = true;
-    if (!x->resp_done) throttle(c);
+    if (!x->resp_done && flush(c)) throttle(c);
 }
 
 /* ---------------------------------------------------------------- entry points */
@@ -259,7 +288,7 @@ static bool append(tg_proxy_exchange_t *x, const char *data, size_t len)
 static int parse_head(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
-    if (!x->rheaders) x->rheaders = tg_calloc(TG_PROXY_MAX_HEADERS, sizeof(*x->rheaders));
+    if (!x->rheaders) x->rheaders = tg_malloc(TG_PROXY_MAX_HEADERS * sizeof(*x->rheaders));
     for (;;) {
         int rc =
             tg_http_parse_response(x->rbuf, x->rlen, x->rparsed, &limits, x->rheaders, &x->resp);
@@ -290,15 +319,18 @@ void tg_proxy_response_data(tg_proxy_conn_t *c, const char *data, size_t len)
     }
     if (parse_head(c) != 1) return;
     x->t_head = uv_hrtime();
-    uv_timer_stop(&c->up_timer);
-    if (!send_head(c)) return;
+    tg_deadline_clear(&c->up_timer);
+    send_head(c);
     size_t body = x->rlen - x->resp.head_len;
     if (x->resp_kind == TG_HTTP_BODY_NONE) {
         if (body) x->up_extra = true;
         complete(c);
         return;
     }
-    if (body) body_data(c, x->rbuf + x->resp.head_len, body);
+    if (body)
+        body_data(c, x->rbuf + x->resp.head_len, body); /* flushes c->out */
+    else
+        flush(c);
 }
 
 void tg_proxy_response_eof(tg_proxy_conn_t *c, int status)
@@ -326,7 +358,7 @@ void tg_proxy_response_written(tg_proxy_conn_t *c)
     }
     if (x->up_paused && x->up && tg_stream_write_queue(&c->s) < TG_PROXY_WRITE_LOW) {
         x->up_paused = false;
-        uv_timer_stop(&c->timer);
+        tg_deadline_clear(&c->timer);
         tg_proxy_upstream_arm(c);
         tg_stream_read_start(&x->up->s, NULL);
     }

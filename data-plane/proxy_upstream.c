@@ -21,7 +21,7 @@ static void acquire(tg_proxy_conn_t *c);
 
 /* ---------------------------------------------------------------- timers */
 
-static void on_up_timeout(uv_timer_t *t)
+void tg_proxy_on_up_timeout(tg_deadline_t *t)
 {
     tg_proxy_conn_t *c = t->data;
     tg_proxy_exchange_t *x = &c->x;
@@ -40,13 +40,13 @@ void tg_proxy_upstream_arm(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
     if (!x->up || x->up_paused)
-        uv_timer_stop(&c->up_timer);
+        tg_deadline_clear(&c->up_timer);
     else if (tg_stream_write_queue(&x->up->s) > 0)
-        uv_timer_start(&c->up_timer, on_up_timeout, x->write_timeout, 0);
+        tg_deadline_set(&c->up_timer, x->write_timeout);
     else if (x->req_sent || x->t_head)
-        uv_timer_start(&c->up_timer, on_up_timeout, x->read_timeout, 0);
+        tg_deadline_set(&c->up_timer, x->read_timeout);
     else
-        uv_timer_stop(&c->up_timer);
+        tg_deadline_clear(&c->up_timer);
 }
 
 /* ---------------------------------------------------------------- releasing and failing */
@@ -56,7 +56,7 @@ void tg_proxy_upstream_release(tg_proxy_conn_t *c, bool reuse)
     tg_proxy_exchange_t *x = &c->x;
     if (x->resolving) tg_resolver_cancel(&x->rwait);
     x->resolving = false;
-    uv_timer_stop(&c->up_timer);
+    tg_deadline_clear(&c->up_timer);
     if (!x->up) return;
     if (reuse)
         tg_upstream_pool_put(x->up);
@@ -81,31 +81,32 @@ void tg_proxy_upstream_fail(tg_proxy_conn_t *c, int status, const char *message,
 
 /* ---------------------------------------------------------------- the target */
 
-static unsigned timeout_of(const json_t *svc, const char *field)
-{
-    json_int_t v = json_integer_value(json_object_get(svc, field));
-    return v > 0 ? (unsigned)v : 60000;
-}
-
 /* Host, port, TLS and timeouts from the service. -TG_EUNSUPPORTED for non-HTTP protocols. */
 static int target(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
-    const json_t *svc = x->match.service;
-    const char *proto = json_string_value(json_object_get(svc, "protocol"));
-    const char *host = json_string_value(json_object_get(svc, "host"));
-    if (!proto) proto = "http";
+    const tg_route_info_t *in = x->match.info; /* the service's fields, read once */
+    const char *proto = in->protocol, *host = in->host;
     bool http = strcmp(proto, "http") == 0 || strcmp(proto, "ws") == 0;
     x->up_tls = strcmp(proto, "https") == 0 || strcmp(proto, "wss") == 0;
     if ((!http && !x->up_tls) || !host) return -TG_EUNSUPPORTED;
-    snprintf(x->up_host, sizeof(x->up_host), "%s", host);
-    json_int_t port = json_integer_value(json_object_get(svc, "port"));
-    x->up_port = port > 0 ? (int)port : (x->up_tls ? 443 : 80);
-    x->connect_timeout = timeout_of(svc, "connect_timeout");
-    x->write_timeout = timeout_of(svc, "write_timeout");
-    x->read_timeout = timeout_of(svc, "read_timeout");
-    snprintf(x->up_key, sizeof(x->up_key), "%s:%d%s", x->up_host, x->up_port,
-             x->up_tls ? ":tls" : "");
+    size_t hlen = strlen(host);
+    if (hlen >= sizeof(x->up_host)) hlen = sizeof(x->up_host) - 1;
+    memcpy(x->up_host, host, hlen);
+    x->up_host[hlen] = '\0';
+    x->up_port = in->port > 0 ? (int)in->port : (x->up_tls ? 443 : 80);
+    x->connect_timeout = in->connect_timeout;
+    x->write_timeout = in->write_timeout;
+    x->read_timeout = in->read_timeout;
+    /* "host:port" or "host:port:tls" (up_key has room: host < 256, port <= 20 digits) */
+    char *k = x->up_key;
+    memcpy(k, x->up_host, hlen);
+    k += hlen;
+    *k++ = ':';
+    if (x->up_port < 0) *k++ = '-';
+    k += tg_headbuf_dec(k, x->up_port < 0 ? 0 - (uint64_t)x->up_port : (uint64_t)x->up_port);
+    if (x->up_tls) memcpy(k, ":tls", 4), k += 4;
+    *k = '\0';
     return 0;
 }
 
@@ -113,7 +114,7 @@ static int target(tg_proxy_conn_t *c)
 
 static bool is_name(tg_str_t name, const char *want)
 {
-    return tg_str_caseeq(name, tg_str_from(want));
+    return tg_proxy_caseeq(name, tg_str_from(want));
 }
 
 /* Listed in the client's Connection header: hop-by-hop by declaration. */
@@ -131,7 +132,7 @@ static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
                 tok.p++, tok.len--;
             while (tok.len && (tok.p[tok.len - 1] == ' ' || tok.p[tok.len - 1] == '\t'))
                 tok.len--;
-            if (tg_str_caseeq(tok, name)) return true;
+            if (tg_proxy_caseeq(tok, name)) return true;
             v.p += comma ? n + 1 : n;
             v.len -= comma ? n + 1 : n;
         }
@@ -140,31 +141,20 @@ static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
 }
 
 /* Client headers we never forward as they are: hop-by-hop ones and those we set. */
-static bool dropped(const tg_proxy_conn_t *c, tg_str_t name)
+static bool dropped(const tg_proxy_conn_t *c, tg_str_t name, bool has_connection)
 {
-    static const char *const names[] = {"connection",
-                                        "keep-alive",
-                                        "te",
-                                        "trailer",
-                                        "transfer-encoding",
-                                        "upgrade",
-                                        "host",
-                                        "content-length",
-                                        "expect",
-                                        "x-forwarded-for",
-                                        "x-forwarded-proto",
-                                        "x-forwarded-host",
-                                        "x-forwarded-port",
-                                        "x-forwarded-path",
-                                        "x-forwarded-prefix",
-                                        "x-real-ip",
-                                        "via",
-                                        "x-tollgate-request-id",
-                                        NULL};
-    if (name.len >= 6 && strncasecmp(name.p, "proxy-", 6) == 0) return true;
-    for (size_t i = 0; names[i]; i++)
-        if (is_name(name, names[i])) return true;
-    return connection_token(c, name);
+    static const tg_str_t names[] = {
+        TG_STR("connection"),        TG_STR("keep-alive"),        TG_STR("te"),
+        TG_STR("trailer"),           TG_STR("transfer-encoding"), TG_STR("upgrade"),
+        TG_STR("host"),              TG_STR("content-length"),    TG_STR("expect"),
+        TG_STR("x-forwarded-for"),   TG_STR("x-forwarded-proto"), TG_STR("x-forwarded-host"),
+        TG_STR("x-forwarded-port"),  TG_STR("x-forwarded-path"),  TG_STR("x-forwarded-prefix"),
+        TG_STR("x-real-ip"),         TG_STR("via"),               TG_STR("x-tollgate-request-id"),
+    };
+    if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (tg_proxy_caseeq(name, names[i])) return true;
+    return has_connection && connection_token(c, name);
 }
 
 /* A plugin set or removed this header (names compare as Kong's: case and '_' vs '-'). */
@@ -172,7 +162,7 @@ static bool edited(const tg_req_t *r, tg_str_t name, size_t from)
 {
     for (size_t i = from; i < r->nupstream_edits; i++) {
         const char *e = r->upstream_edits[i].name;
-        if (strlen(e) != name.len) continue;
+        if (r->upstream_edits[i].name_len != name.len) continue;
         size_t k = 0;
         for (; k < name.len; k++) {
             char a = name.p[k] == '_' ? '-' : name.p[k], b = e[k] == '_' ? '-' : e[k];
@@ -199,9 +189,12 @@ static void add_request_line(tg_proxy_conn_t *c, tg_headbuf_t *b)
     char *path = tg_req_alloc(r, cap);
     size_t len = 0;
     tg_router_upstream_path(&x->match, query, path, cap, &len);
-    tg_headbuf_addf(b, "%.*s %.*s HTTP/1.1\r\n", (int)c->head.method.len, c->head.method.p,
-                    (int)len, path);
+    tg_headbuf_adds(b, c->head.method);
+    TG_HEADBUF_LIT(b, " ");
+    tg_headbuf_add(b, path, len);
+    TG_HEADBUF_LIT(b, " HTTP/1.1\r\n");
 }
+
 
 static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
@@ -212,27 +205,32 @@ static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
         return;
     }
     bool dflt = x->up_port == (x->up_tls ? 443 : 80);
-    if (dflt)
-        tg_headbuf_addf(b, "Host: %s\r\n", x->up_host);
-    else
-        tg_headbuf_addf(b, "Host: %s:%d\r\n", x->up_host, x->up_port);
+    TG_HEADBUF_LIT(b, "Host: ");
+    tg_headbuf_addz(b, x->up_host);
+    if (!dflt) {
+        TG_HEADBUF_LIT(b, ":");
+        tg_headbuf_addi(b, x->up_port);
+    }
+    TG_HEADBUF_LIT(b, "\r\n");
 }
 
 static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     tg_req_t *r = &c->x.req;
+    bool has_connection = client_header(c, "connection").p != NULL;
     for (size_t i = 0; i < c->head.nheaders; i++) {
         tg_str_t name = c->head.headers[i].name;
-        if (dropped(c, name) || edited(r, name, 0)) continue;
+        if (dropped(c, name, has_connection) || edited(r, name, 0)) continue;
         if (r->body_replaced && r->new_content_type.len && is_name(name, "content-type")) continue;
         tg_headbuf_header(b, name, c->head.headers[i].value);
     }
     for (size_t i = 0; i < r->nupstream_edits; i++) {
         const tg_req_header_edit_t *e = &r->upstream_edits[i];
-        if (!e->value.p || edited(r, tg_str_from(e->name), i + 1)) continue; /* last edit wins */
-        if (!tg_http_is_token(tg_str_from(e->name)) || !tg_http_is_field_value(e->value))
+        tg_str_t name = {e->name, e->name_len};
+        if (!e->value.p || edited(r, name, i + 1)) continue; /* last edit wins */
+        if (!tg_http_is_token(name) || !tg_http_is_field_value(e->value))
             continue; /* e.g. a consumer name with a line break must not split the head */
-        tg_headbuf_header(b, tg_str_from(e->name), e->value);
+        tg_headbuf_header(b, name, e->value);
     }
     if (r->body_replaced && r->new_content_type.len)
         tg_headbuf_header(b, TG_STR("Content-Type"), r->new_content_type);
@@ -243,28 +241,36 @@ static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     tg_proxy_exchange_t *x = &c->x;
     tg_str_t xff = client_header(c, "x-forwarded-for"), via = client_header(c, "via");
-    if (xff.p)
-        tg_headbuf_addf(b, "X-Forwarded-For: %.*s, %s\r\n", (int)xff.len, xff.p, c->peer_ip);
-    else
-        tg_headbuf_addf(b, "X-Forwarded-For: %s\r\n", c->peer_ip);
-    tg_headbuf_addf(b, "X-Forwarded-Proto: %s\r\n", c->l->ssl ? "https" : "http");
+    TG_HEADBUF_LIT(b, "X-Forwarded-For: ");
+    if (xff.p) {
+        tg_headbuf_adds(b, xff);
+        TG_HEADBUF_LIT(b, ", ");
+    }
+    tg_headbuf_addz(b, c->peer_ip);
+    tg_headbuf_addz(b, c->l->ssl ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
     tg_str_t host = client_header(c, "host");
     if (host.p) {
         const char *colon = host.p[0] == '[' ? NULL : memchr(host.p, ':', host.len);
         if (colon) host.len = (size_t)(colon - host.p);
         tg_headbuf_header(b, TG_STR("X-Forwarded-Host"), host);
     }
-    tg_headbuf_addf(b, "X-Forwarded-Port: %d\r\n", c->l->port);
+    TG_HEADBUF_LIT(b, "X-Forwarded-Port: ");
+    tg_headbuf_addi(b, c->l->port);
+    TG_HEADBUF_LIT(b, "\r\n");
     tg_headbuf_header(b, TG_STR("X-Forwarded-Path"), c->head.path);
     tg_str_t prefix = x->match.matched_path;
     if (x->match.strip_path && prefix.p && prefix.len > 1)
         tg_headbuf_header(b, TG_STR("X-Forwarded-Prefix"), prefix);
-    tg_headbuf_addf(b, "X-Real-IP: %s\r\n", c->peer_ip);
-    if (via.p)
-        tg_headbuf_addf(b, "Via: %.*s, 1.1 tollgate/" TG_VERSION "\r\n", (int)via.len, via.p);
-    else
-        tg_headbuf_addf(b, "Via: 1.1 tollgate/%s\r\n", TG_VERSION);
-    tg_headbuf_addf(b, "X-Tollgate-Request-Id: %s\r\n", x->request_id);
+    TG_HEADBUF_LIT(b, "X-Real-IP: ");
+    tg_headbuf_addz(b, c->peer_ip);
+    TG_HEADBUF_LIT(b, "\r\nVia: ");
+    if (via.p) {
+        tg_headbuf_adds(b, via);
+        TG_HEADBUF_LIT(b, ", ");
+    }
+    TG_HEADBUF_LIT(b, "1.1 tollgate/" TG_VERSION "\r\nX-Tollgate-Request-Id: ");
+    tg_headbuf_addz(b, x->request_id);
+    TG_HEADBUF_LIT(b, "\r\n");
 }
 
 /* The body we send from memory (plugin buffer or replacement), or NULL when it streams. */
@@ -280,18 +286,23 @@ static void add_framing(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     tg_proxy_exchange_t *x = &c->x;
     const tg_str_t *mem = memory_body(c);
-    if (mem && (x->req_kind != TG_PX_BODY_NONE || mem->len || x->req.body_replaced))
-        tg_headbuf_addf(b, "Content-Length: %zu\r\n", mem->len);
-    else if (x->req_kind == TG_PX_BODY_CHUNKED)
-        tg_headbuf_add(b, "Transfer-Encoding: chunked\r\n", 28);
-    else if (x->req_kind == TG_PX_BODY_LENGTH || c->head.content_length == 0)
-        tg_headbuf_addf(b, "Content-Length: %lld\r\n", (long long)c->head.content_length);
-    tg_headbuf_add(b, "\r\n", 2);
+    if (mem && (x->req_kind != TG_PX_BODY_NONE || mem->len || x->req.body_replaced)) {
+        TG_HEADBUF_LIT(b, "Content-Length: ");
+        tg_headbuf_addu(b, mem->len);
+        TG_HEADBUF_LIT(b, "\r\n");
+    } else if (x->req_kind == TG_PX_BODY_CHUNKED) {
+        TG_HEADBUF_LIT(b, "Transfer-Encoding: chunked\r\n");
+    } else if (x->req_kind == TG_PX_BODY_LENGTH || c->head.content_length == 0) {
+        TG_HEADBUF_LIT(b, "Content-Length: ");
+        tg_headbuf_addi(b, c->head.content_length);
+        TG_HEADBUF_LIT(b, "\r\n");
+    }
+    TG_HEADBUF_LIT(b, "\r\n");
 }
 
 static void build_request(tg_proxy_conn_t *c)
 {
-    tg_headbuf_t b = {0};
+    tg_headbuf_t b = {c->x.up_request, 0, c->x.up_request_cap}; /* the last exchange's buffer */
     add_request_line(c, &b);
     add_host(c, &b);
     add_client_headers(c, &b);
@@ -299,6 +310,7 @@ static void build_request(tg_proxy_conn_t *c)
     add_framing(c, &b);
     c->x.up_request = b.p;
     c->x.up_request_len = b.len;
+    c->x.up_request_cap = b.cap;
 }
 
 /* ---------------------------------------------------------------- connection errors */
@@ -370,6 +382,16 @@ static bool up_write(tg_proxy_conn_t *c, const uv_buf_t *bufs, unsigned n)
     return false;
 }
 
+/* up_write for the request head: written at once (the rule), it needs no callback. */
+static bool up_write_now(tg_proxy_conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    int rc = tg_stream_write_now(&c->x.up->s, bufs, n, on_up_written, NULL);
+    if (rc == 0) c->x.up_pending++;
+    if (rc >= 0) return true;
+    failed_early(c, "upstream connection failed while sending the request");
+    return false;
+}
+
 void tg_proxy_upstream_body(tg_proxy_conn_t *c, const char *data, size_t len)
 {
     tg_proxy_exchange_t *x = &c->x;
@@ -382,7 +404,9 @@ void tg_proxy_upstream_body(tg_proxy_conn_t *c, const char *data, size_t len)
         return;
     }
     char size[24];
-    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+    size_t n = tg_headbuf_hex(size, len);
+    size[n++] = '\r';
+    size[n++] = '\n';
     uv_buf_t framed[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
                           uv_buf_init("\r\n", 2)};
     x->req_streamed = true; /* these bytes are gone from the client: no retry from here on */
@@ -400,21 +424,21 @@ static void connected(tg_proxy_conn_t *c)
 {
     tg_proxy_exchange_t *x = &c->x;
     x->up->s.on_status = NULL;
-    uv_timer_stop(&c->up_timer);
+    tg_deadline_clear(&c->up_timer);
     if (tg_stream_read_start(&x->up->s, on_up_read) != 0) {
         failed_early(c, "upstream connection failed");
         return;
     }
-    uv_buf_t head = uv_buf_init(x->up_request, (unsigned)x->up_request_len);
-    if (!up_write(c, &head, 1)) return;
     const tg_str_t *mem = memory_body(c);
-    if (mem || x->req_kind == TG_PX_BODY_NONE) {
-        uv_buf_t body = uv_buf_init((char *)(mem ? mem->p : ""), mem ? (unsigned)mem->len : 0);
-        if (mem && mem->len && !up_write(c, &body, 1)) return;
+    uv_buf_t bufs[2] = {uv_buf_init(x->up_request, (unsigned)x->up_request_len),
+                        uv_buf_init((char *)(mem ? mem->p : ""), mem ? (unsigned)mem->len : 0)};
+    if (mem || x->req_kind == TG_PX_BODY_NONE) { /* head and body in one write */
+        if (!up_write_now(c, bufs, mem && mem->len ? 2 : 1)) return;
         x->req_sent = true;
         tg_proxy_upstream_arm(c);
         return;
     }
+    if (!up_write_now(c, bufs, 1)) return;
     tg_proxy_upstream_arm(c);
     tg_proxy_client_body(c, NULL, 0); /* what came with the head, then reads from the client */
 }
@@ -451,7 +475,7 @@ static void connect_to(tg_proxy_conn_t *c, const struct sockaddr *addr)
 {
     tg_proxy_exchange_t *x = &c->x;
     x->up = tg_upstream_pool_conn_new(c->w->pool, x->up_key, c);
-    uv_timer_start(&c->up_timer, on_up_timeout, x->connect_timeout, 0);
+    tg_deadline_set(&c->up_timer, x->connect_timeout);
     if (tg_stream_connect(&x->up->s, &c->w->loop, addr, c, on_connected) != 0)
         tg_proxy_upstream_fail(c, 502, BAD_GATEWAY, "upstream connect failed");
 }
@@ -483,7 +507,7 @@ static void acquire(tg_proxy_conn_t *c)
         tg_proxy_upstream_fail(c, 503, "name resolution failed", "name resolution failed");
     else {
         x->resolving = true;
-        uv_timer_start(&c->up_timer, on_up_timeout, x->connect_timeout, 0);
+        tg_deadline_set(&c->up_timer, x->connect_timeout);
     }
 }
 

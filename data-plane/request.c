@@ -32,10 +32,10 @@ void tg_req_release(tg_req_t *r)
         r->arena = next;
     }
     free(r->exit_body);
-    free(r->upstream_edits);
-    free(r->response_headers);
     r->exit_body = NULL;
-    r->upstream_edits = r->response_headers = NULL;
+    r->upstream_edits = r->response_headers = NULL; /* arena memory */
+    r->nupstream_edits = r->nresponse_headers = 0;
+    r->cap_upstream_edits = r->cap_response_headers = 0;
 }
 
 void *tg_req_alloc(tg_req_t *r, size_t n)
@@ -129,15 +129,28 @@ void tg_req_set_query(tg_req_t *r, tg_str_t query)
     r->new_query = copy_str(r, query);
 }
 
+/* Edits live in the arena like their strings: a full array moves to a larger arena block. */
 static void push_edit(tg_req_t *r, tg_req_header_edit_t **arr, size_t *n, size_t *cap, const char *name,
                       tg_str_t value)
 {
     if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 8;
-        *arr = tg_realloc(*arr, *cap * sizeof(**arr));
+        size_t ncap = *cap ? *cap * 2 : 8;
+        tg_req_header_edit_t *grown = tg_req_alloc(r, ncap * sizeof(**arr));
+        if (*n) memcpy(grown, *arr, *n * sizeof(**arr));
+        *arr = grown;
+        *cap = ncap;
     }
-    tg_str_t nm = copy_str(r, tg_str_from(name));
-    (*arr)[(*n)++] = (tg_req_header_edit_t){nm.p, copy_str(r, value)};
+    size_t len = strlen(name);
+    char *nm = tg_req_alloc(r, len + 1 + (value.p ? value.len + 1 : 0));
+    memcpy(nm, name, len + 1);
+    tg_str_t v = TG_STR_NULL;
+    if (value.p) {
+        char *vp = nm + len + 1;
+        if (value.len) memcpy(vp, value.p, value.len);
+        vp[value.len] = '\0';
+        v = (tg_str_t){vp, value.len};
+    }
+    (*arr)[(*n)++] = (tg_req_header_edit_t){nm, v, len};
 }
 
 void tg_req_set_upstream_header(tg_req_t *r, const char *name, tg_str_t value)

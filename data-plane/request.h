@@ -25,6 +25,7 @@ typedef struct tg_req tg_req_t;
 typedef struct tg_req_header_edit {
     const char *name; /* arena copy */
     tg_str_t value;   /* arena copy; .p NULL = remove */
+    size_t name_len;  /* strlen(name) */
 } tg_req_header_edit_t;
 
 enum tg_req_body_state {

@@ -357,6 +357,34 @@ static void load_flags(const json_t *e, rroute_t *rt, const tg_router_opts_t *op
     rt->service_path = sp ? tg_str_from(sp) : TG_STR("/");
 }
 
+static tg_str_t str_field(const json_t *e, const char *name)
+{
+    return tg_str_from(json_string_value(json_object_get(e, name)));
+}
+
+static unsigned timeout_field(const json_t *svc, const char *name)
+{
+    json_int_t v = json_integer_value(json_object_get(svc, name));
+    return v > 0 ? (unsigned)v : 60000;
+}
+
+static void load_info(rroute_t *rt)
+{
+    tg_route_info_t *in = &rt->info;
+    const json_t *svc = rt->service;
+    in->route_id = str_field(rt->route, "id");
+    in->route_name = str_field(rt->route, "name");
+    in->service_id = str_field(svc, "id");
+    in->service_name = str_field(svc, "name");
+    in->protocol = json_string_value(json_object_get(svc, "protocol"));
+    if (!in->protocol) in->protocol = "http";
+    in->host = json_string_value(json_object_get(svc, "host"));
+    in->port = json_integer_value(json_object_get(svc, "port"));
+    in->connect_timeout = timeout_field(svc, "connect_timeout");
+    in->write_timeout = timeout_field(svc, "write_timeout");
+    in->read_timeout = timeout_field(svc, "read_timeout");
+}
+
 /* ------------------------------------------------------------------ services */
 
 typedef struct svc_ref {
@@ -430,6 +458,7 @@ static int load_route(struct arena *a, const json_t *e, const json_t *service,
     load_hosts(a, e, rt);
     load_snis(a, e, rt);
     load_flags(e, rt, opts);
+    load_info(rt);
     int rc = compile_route(a, e, rt, err, errlen);
     if (rc < 0) return rc;
     if (rt->nmethods + rt->nhosts + rt->nsnis + rt->nheaders + rt->npaths == 0) {

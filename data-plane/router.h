@@ -86,6 +86,19 @@ typedef struct tg_router_request {
     tg_router_scratch_t *scratch; /* the calling worker's scratch */
 } tg_router_request_t;
 
+/*
+ * What the proxy reads of a matched route and its service on every request, taken from the
+ * entities once when the router is built. Strings are borrowed from the entities (NUL-
+ * terminated, living as long as the router); .p NULL when absent.
+ */
+typedef struct tg_route_info {
+    tg_str_t route_id, route_name, service_id, service_name;
+    const char *protocol; /* service.protocol, "http" when absent */
+    const char *host;     /* service.host; NULL when absent */
+    int64_t port;         /* service.port; 0 when absent */
+    unsigned connect_timeout, write_timeout, read_timeout; /* ms; 60000 when not > 0 */
+} tg_route_info_t;
+
 typedef struct tg_route_match {
     const json_t *route;   /* the matched route entity */
     const json_t *service; /* its service; NULL → 503 "no Service found with those values" */
@@ -99,6 +112,7 @@ typedef struct tg_route_match {
     bool preserve_host;
     bool path_handling_v1; /* effective (see tg_router_opts_t) */
     tg_str_t service_path; /* service.path, "/" when null */
+    const tg_route_info_t *info;
 } tg_route_match_t;
 
 /*

@@ -61,6 +61,7 @@ typedef struct rroute {
     int redirect_status; /* https only (no http): https_redirect_status_code, else 0 */
     bool strip_path, preserve_host, v1;
     tg_str_t service_path;
+    tg_route_info_t info;
 } rroute_t;
 
 /* One matcher: a route restricted to one group of its paths, in priority order. */

@@ -316,6 +316,7 @@ static void fill_match(const rroute_t *rt, const mreq_t *m, const phit_t *hit,
     out->preserve_host = rt->preserve_host;
     out->path_handling_v1 = rt->v1;
     out->service_path = rt->service_path;
+    out->info = &rt->info;
 }
 
 static bool quick_ok(const rentry_t *e, tg_str_t path)

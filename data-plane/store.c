@@ -813,6 +813,21 @@ void tg_store_read_end(tg_store_reader_t *r)
     readers_exit(r->store, r->slot);
 }
 
+uint64_t tg_store_read_txn(const tg_store_reader_t *r)
+{
+    return r && r->active ? (uint64_t)mdb_txn_id(r->txn) : 0;
+}
+
+uint64_t tg_store_last_txn(tg_store_reader_t *r)
+{
+    if (!r || !r->txn || r->active) return 0;
+    MDB_envinfo info;
+    readers_enter(r->store, r->slot); /* the meta pages live in the map: no remap meanwhile */
+    int rc = mdb_env_info(r->store->env, &info);
+    readers_exit(r->store, r->slot);
+    return rc == 0 ? (uint64_t)info.me_last_txnid : 0;
+}
+
 int tg_store_get(tg_store_reader_t *r, const char *type, tg_str_t id, tg_str_t *json)
 {
     if (!r || !r->active || !json) return -TG_EINVAL;

@@ -139,6 +139,11 @@ void tg_store_reader_free(tg_store_reader_t *r);
 /* Starts a consistent snapshot read; -TG_EINVAL when this reader already has one open. */
 int tg_store_read_begin(tg_store_reader_t *r);
 void tg_store_read_end(tg_store_reader_t *r);
+/* The snapshot the open read sees, as an LMDB transaction id; 0 when no read is open. */
+uint64_t tg_store_read_txn(const tg_store_reader_t *r);
+/* The id of the last committed write, read without opening a read: while it equals the
+ * tg_store_read_txn of an earlier read, the store holds what that read saw. 0 on error. */
+uint64_t tg_store_last_txn(tg_store_reader_t *r);
 
 /* Inside a read: version, digest, control plane id. */
 int tg_store_get_info(tg_store_reader_t *r, tg_store_info_t *info);

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 typedef struct tg_stream tg_stream_t;
+struct tg_stream_done;
 
 /* status 0: `len` plaintext bytes (valid during the call). -TG_ECLOSED: the peer closed;
  * -TG_EIO / -TG_ETLS: the connection failed. No reads follow a negative status. */
@@ -42,6 +43,17 @@ struct tg_stream {
     uv_connect_t connect_req;
     bool reading, closing, failed;
     int connect_errno; /* the libuv error of a failed connect (UV_ECONNREFUSED...) */
+    /* Plain TCP avoids epoll_ctl calls per request (see stream.c): reads pause lazily, and
+     * writes the kernel takes at once complete from the `later` idle handle. */
+    bool uv_reading, later_init;
+    int held_status; /* 0, or -TG_ECLOSED / -TG_EIO received while paused */
+    char *held;      /* bytes received while paused */
+    size_t held_len;
+    struct tg_stream_done *done; /* completed writes whose callbacks are due, in order */
+    unsigned ndone, done_cap;
+    unsigned uv_writes; /* writes handed to libuv whose callback has not run */
+    int open_handles;   /* while closing */
+    uv_idle_t later;
 };
 
 /* Initialises `s` on `loop` and accepts a pending connection of `server`. 0 or -TG_EIO. */
@@ -65,7 +77,9 @@ int tg_stream_start_tls(tg_stream_t *s, SSL_CTX *ctx, bool is_server, const char
 /* The server name the client asked for (TLS server side), or NULL. */
 const char *tg_stream_sni(tg_stream_t *s);
 
-/* Starts or stops delivering plaintext to `cb`; starting again re-uses the last cb. */
+/* Starts or stops delivering plaintext to `cb`; starting again re-uses the last cb. Bytes
+ * (at most one read) that arrive while stopped are delivered after the next start, from the
+ * loop, never from within tg_stream_read_start. */
 int tg_stream_read_start(tg_stream_t *s, tg_stream_read_cb cb);
 void tg_stream_read_stop(tg_stream_t *s);
 
@@ -76,6 +90,15 @@ void tg_stream_read_stop(tg_stream_t *s);
  */
 int tg_stream_write(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, tg_stream_write_cb cb,
                     void *arg);
+
+/*
+ * Like tg_stream_write, but when the kernel takes every byte at once (plain TCP with nothing
+ * queued: the usual case) returns 1 and `cb` does not run, so the caller can go on at once
+ * instead of waiting for the loop to deliver the callback. 0 (cb runs later) or -TG_EIO
+ * otherwise, as tg_stream_write.
+ */
+int tg_stream_write_now(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs,
+                        tg_stream_write_cb cb, void *arg);
 
 /* Bytes queued for writing and not yet accepted by the kernel. */
 size_t tg_stream_write_queue(const tg_stream_t *s);

@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "crypto.h"
 #include "error.h"
+#include "identity_store.h"
 #include "log.h"
 #include "proxy.h"
 
@@ -198,6 +199,7 @@ int tg_worker_init(tg_worker_t *w, int index, const tg_worker_opts_t *opts)
     w->scratch = tg_router_scratch_new();
     tg_random_bytes(&w->rng, sizeof(w->rng));
     if (opts->store && tg_store_reader_init(opts->store, &w->reader) == 0) w->has_reader = true;
+    w->idcache = tg_identity_cache_new();
     for (int i = 0; i < opts->nlisten && i < TG_WORKER_MAX_LISTENERS; i++) {
         w->nlisteners++;
         if (bind_listener(w, &w->listeners[i], &opts->listen[i]) != 0) return -TG_EIO;
@@ -244,6 +246,8 @@ void tg_worker_join(tg_worker_t *w)
     tg_resolver_free(w->resolver);
     tg_router_scratch_free(w->scratch);
     if (w->has_reader) tg_store_reader_free(&w->reader);
+    tg_identity_cache_free(w->idcache);
+    w->idcache = NULL;
     tg_generation_unref(w->gen);
     tg_generation_unref(atomic_exchange(&w->next_gen, NULL));
     free(w->metrics);

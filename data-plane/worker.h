@@ -81,6 +81,7 @@ struct tg_worker {
     tg_router_scratch_t *scratch;
     tg_store_reader_t reader;
     bool has_reader;
+    struct tg_identity_cache *idcache; /* parsed credentials and consumers (identity_store.h) */
     uint64_t rng;
     struct tg_proxy_conn *conns; /* open client connections */
     size_t nconns;

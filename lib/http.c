@@ -177,9 +177,22 @@ static int parse_fields(const char *p, const char *end, size_t max, tg_http_head
  * Header semantics shared by requests and responses
  */
 
+/* ASCII case-insensitive equality: header names are tokens, and strncasecmp's locale-aware
+ * call costs more than the compare itself on these short strings. */
+static bool ascii_caseeq(tg_str_t a, tg_str_t b)
+{
+    if (a.len != b.len) return false;
+    for (size_t i = 0; i < a.len; i++) {
+        unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
+        if (x == y) continue;
+        if ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a') return false;
+    }
+    return true;
+}
+
 static bool name_is(const tg_http_header_t *h, tg_str_t name)
 {
-    return tg_str_caseeq(h->name, name);
+    return ascii_caseeq(h->name, name);
 }
 
 /* Calls fn on each non-empty element of a comma-separated list (RFC 9110 §5.6.1). */
@@ -569,7 +582,7 @@ const tg_http_header_t *tg_http_header_find(const tg_http_header_t *headers, siz
 {
     tg_str_t want = tg_str_from(name);
     for (size_t i = 0; i < n; i++)
-        if (tg_str_caseeq(headers[i].name, want)) return &headers[i];
+        if (ascii_caseeq(headers[i].name, want)) return &headers[i];
     return NULL;
 }
 

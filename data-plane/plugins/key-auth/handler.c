@@ -19,6 +19,8 @@
 #include "log.h"
 #include "plugin.h"
 
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,12 +322,56 @@ static bool credential_usable(const tg_req_t *r, const json_t *cred,
     return !json_is_number(exp) || json_number_value(exp) * 1000.0 > (double)tg_req_start_ms(r);
 }
 
+static EVP_MD *sha256_md;
+static pthread_key_t sha256_ctx_key;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void free_ctx(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+}
+
+static void fetch_sha256(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (pthread_key_create(&sha256_ctx_key, free_ctx) != 0) {
+        EVP_MD_free(sha256_md);
+        sha256_md = NULL;
+    }
+}
+
+/* One digest context per thread, reused: freed when the thread exits. */
+static EVP_MD_CTX *thread_ctx(void)
+{
+    EVP_MD_CTX *ctx = pthread_getspecific(sha256_ctx_key);
+    if (!ctx && (ctx = EVP_MD_CTX_new()) && pthread_setspecific(sha256_ctx_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+/* SHA-256 of the key, as tg_sha256 computes it, but with the algorithm fetched once and a
+ * context kept per thread: handed EVP_sha256(), OpenSSL 3 looks the implementation up and
+ * allocates a context on every call. */
+static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
+{
+    unsigned int n = 0;
+    pthread_once(&sha256_once, fetch_sha256);
+    EVP_MD_CTX *ctx = sha256_md ? thread_ctx() : NULL;
+    if (ctx && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
+        EVP_DigestUpdate(ctx, key.p, key.len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
+        n == TG_SHA256_LEN)
+        return;
+    tg_sha256(key.p, key.len, out);
+}
+
 /* 0 with *cred, -TG_ENOTFOUND, or the first lookup error when no source had the key. */
 static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, const json_t **cred)
 {
     const tg_identity_source_t *ids = r->identity;
     uint8_t digest[TG_SHA256_LEN];
-    tg_sha256(key.p, key.len, digest);
+    key_digest(key, digest);
     int first_err = 0;
     for (size_t i = 0; i < c->nsources; i++) {
         json_t *found = NULL;

@@ -34,7 +34,6 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 #define COUNT_MASK ((UINT64_C(1) << COUNT_BITS) - 1)
 #define GEN_MASK ((UINT64_C(1) << (64 - GEN_SHIFT)) - 1)
 #define SEED_LEN 16
-#define STACK_KEY 1024
 #define SPINS 1024  /* busy-slot polls before yielding the CPU */
 #define YIELDS 1024 /* yields before giving up on a busy slot */
 #define MAX_RETRIES 4096
@@ -175,6 +174,73 @@ tg_rl_counters_t *tg_rl_counters_shared(void)
     return c;
 }
 
+/* ------------------------------------------------------------------ SipHash-2-4-128 */
+
+static inline uint64_t rotl(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = rotl(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = rotl(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = rotl(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = rotl(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = rotl(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = rotl(v2, 32);                                                                         \
+    } while (0)
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* SipHash-2-4 with 128-bit output (the reference algorithm, little-endian words). */
+static void siphash128(const uint8_t key[SEED_LEN], const uint8_t *in, size_t len, uint64_t out[2])
+{
+    uint64_t k0 = load64(key), k1 = load64(key + 8);
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    v1 ^= 0xee;
+    const uint8_t *end = in + (len & ~(size_t)7);
+    for (; in != end; in += 8) {
+        uint64_t m = load64(in);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)len << 56;
+    for (size_t i = 0; i < (len & 7); i++)
+        b |= (uint64_t)in[i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xee;
+    for (int i = 0; i < 4; i++)
+        SIPROUND;
+    out[0] = v0 ^ v1 ^ v2 ^ v3;
+    v1 ^= 0xdd;
+    for (int i = 0; i < 4; i++)
+        SIPROUND;
+    out[1] = v0 ^ v1 ^ v2 ^ v3;
+}
+
 /* ------------------------------------------------------------------ slots */
 
 struct want {
@@ -182,18 +248,15 @@ struct want {
     tg_rl_window_t w;
 };
 
-/* The key's home slot and fingerprint from SHA-256(seed || key). */
+/*
+ * The key's 128-bit fingerprint, SipHash-2-4-128 keyed with the table's secret seed (a keyed
+ * PRF: clients who do not know the seed can neither aim keys at one probe run nor make two
+ * keys collide), and its home slot, mixed from the fingerprint's two halves.
+ */
 static void fingerprint(const tg_rl_counters_t *c, tg_str_t key, uint64_t *home, struct want *k)
 {
-    uint8_t stack[STACK_KEY], digest[TG_SHA256_LEN];
-    size_t n = SEED_LEN + key.len;
-    uint8_t *buf = n <= sizeof(stack) ? stack : tg_malloc(n);
-    memcpy(buf, c->seed, SEED_LEN);
-    if (key.len) memcpy(buf + SEED_LEN, key.p, key.len);
-    tg_sha256(buf, n, digest);
-    if (buf != stack) free(buf);
-    memcpy(home, digest, 8);
-    memcpy(k->fp, digest + 8, 16);
+    siphash128(c->seed, (const uint8_t *)key.p, key.len, k->fp);
+    *home = k->fp[0] ^ rotl(k->fp[1], 31);
 }
 
 /* Waits for a slot being filled in by another thread; false when it takes too long. */

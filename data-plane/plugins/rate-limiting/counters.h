@@ -5,8 +5,8 @@
  * Layout: one fixed-size open-addressing table per period (second ... year), allocated
  * once and never resized. A slot holds the counter of one key in one window: the key is
  * Kong's `ratelimit:<route_id>:<service_id>:<identifier>:<period_start_ms>:<period>`, kept
- * as a 128-bit fingerprint of a SHA-256 seeded with a per-table secret (so clients cannot
- * aim keys at one probe run), plus the window's end.
+ * as a 128-bit fingerprint, SipHash-2-4-128 keyed with a per-table secret (so clients can
+ * neither aim keys at one probe run nor make keys collide), plus the window's end.
  *
  * Concurrency: lock-free. Slot state, a generation and the count share one atomic word;
  * claiming a slot is a compare-and-swap, counting is a compare-and-swap that checks the

@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "counters.h"
 #include "error.h"
+#include "headbuf.h"
 #include "log.h"
 #include "plugin.h"
 
@@ -192,16 +193,38 @@ static tg_str_t identifier(const tg_req_t *r, const rl_conf_t *c)
 
 /* ------------------------------------------------------------------ usage */
 
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Decimal digits of v at p (no printf on the request path). */
+static char *put_i64(char *p, int64_t v)
+{
+    if (v < 0) *p++ = '-';
+    return p + tg_headbuf_dec(p, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+}
+
 /* Kong's local key: ratelimit:<route_id>:<service_id>:<identifier>:<period_start_ms>:<period> */
 static tg_str_t counter_key(tg_req_t *r, const rl_conf_t *c, tg_str_t ident, tg_rl_period_t p,
                             int64_t start_ms)
 {
     const char *period = tg_rl_counters_period_name(p);
-    size_t cap = strlen(c->route_id) + strlen(c->service_id) + ident.len + strlen(period) + 48;
-    char *buf = tg_req_alloc(r, cap);
-    int n = snprintf(buf, cap, "ratelimit:%s:%s:%.*s:%" PRId64 ":%s", c->route_id, c->service_id,
-                     (int)ident.len, ident.p, start_ms, period);
-    return (tg_str_t){buf, (size_t)n};
+    size_t route = strlen(c->route_id), service = strlen(c->service_id), plen = strlen(period);
+    char *buf = tg_req_alloc(r, route + service + ident.len + plen + 48);
+    char *e = put(buf, "ratelimit:", 10);
+    e = put(e, c->route_id, route);
+    *e++ = ':';
+    e = put(e, c->service_id, service);
+    *e++ = ':';
+    e = put(e, ident.p, ident.len);
+    *e++ = ':';
+    e = put_i64(e, start_ms);
+    *e++ = ':';
+    e = put(e, period, plen);
+    *e = '\0';
+    return (tg_str_t){buf, (size_t)(e - buf)};
 }
 
 /*
@@ -232,12 +255,18 @@ struct headers {
     size_t n;
 };
 
-/* Numbers print as Lua prints them: 5, not 5.0. */
+/* Numbers print as Lua prints them (%.14g): 5, not 5.0. Whole numbers below 1e14, which
+ * %.14g prints as plain integers, skip printf. */
 static void add_num(tg_req_t *r, struct headers *hs, const char *name, double v)
 {
     char *buf = tg_req_alloc(r, 32);
-    int n = snprintf(buf, 32, "%.14g", v);
-    hs->h[hs->n++] = (tg_http_header_t){tg_str_from(name), (tg_str_t){buf, (size_t)n}};
+    size_t n;
+    if (v > -1e14 && v < 1e14 && v == (double)(int64_t)v && !(v == 0 && signbit(v)))
+        n = (size_t)(put_i64(buf, (int64_t)v) - buf);
+    else
+        n = (size_t)snprintf(buf, 32, "%.14g", v);
+    buf[n] = '\0';
+    hs->h[hs->n++] = (tg_http_header_t){tg_str_from(name), (tg_str_t){buf, n}};
 }
 
 /*
