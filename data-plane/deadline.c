@@ -31,7 +31,7 @@ void tg_deadline_init(tg_deadline_t *d, uv_loop_t *loop, tg_deadline_cb cb, void
 void tg_deadline_set(tg_deadline_t *d, uint64_t ms)
 {
     uint64_t due = uv_now(d->timer.loop) + ms;
-    d->due = due ? due : 1; /* 0 means cleared */
+    d->due = due ? due : 1;                     /* 0 means cleared */
     if (d->armed && d->armed <= d->due) return; /* fires in time; on_fire sleeps again */
     uv_timer_start(&d->timer, on_fire, ms, 0);
     d->armed = d->due;

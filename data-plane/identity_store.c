@@ -10,7 +10,7 @@
 #include <string.h>
 
 #define CACHE_SLOTS 256 /* a power of two */
-#define KEY_MAX 64       /* longer lookup keys are not cached */
+#define KEY_MAX 64      /* longer lookup keys are not cached */
 
 enum kind { BY_DIGEST, BY_ID, BY_USERNAME };
 

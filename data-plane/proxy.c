@@ -161,10 +161,13 @@ static void account(tg_proxy_conn_t *c)
                               proxy};
     tg_metrics_count_request(c->w->metrics, &m);
     char upstream_addr[300]; /* "host:port" (host < 256 bytes) */
-    size_t hlen = strlen(x->up_host);
-    memcpy(upstream_addr, x->up_host, hlen);
-    upstream_addr[hlen] = ':';
-    upstream_addr[hlen + 1 + tg_headbuf_dec(upstream_addr + hlen + 1, (uint64_t)x->up_port)] = '\0';
+    size_t at = strlen(x->up_host);
+    memcpy(upstream_addr, x->up_host, at);
+    upstream_addr[at++] = ':';
+    if (x->up_port < 0) upstream_addr[at++] = '-';
+    at += tg_headbuf_dec(upstream_addr + at,
+                         x->up_port < 0 ? 0 - (uint64_t)x->up_port : (uint64_t)x->up_port);
+    upstream_addr[at] = '\0';
     tg_access_log_entry_t e = {
         .time_ms = x->start_unix_ms,
         .request_id = tg_str_from(x->request_id),

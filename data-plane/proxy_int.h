@@ -39,7 +39,7 @@
 #define TG_PROXY_LINGER_MS 2000                     /* lingering close (nginx's lingering_time) */
 #define TG_PROXY_WRITE_HIGH (1u << 20)              /* stop reading the other side above */
 #define TG_PROXY_WRITE_LOW (256u << 10)             /* resume below */
-#define TG_PROXY_OUT_COPY_MAX 16384 /* body spans up to this size wait in c->out */
+#define TG_PROXY_OUT_COPY_MAX 16384                 /* body spans up to this size wait in c->out */
 
 enum tg_proxy_state {
     TG_PX_IDLE,      /* keep-alive: waiting for the first byte of a request */

@@ -79,10 +79,9 @@ static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
 static bool hop_by_hop(const tg_http_response_head_t *h, tg_str_t name, bool keep_length,
                        bool has_connection)
 {
-    static const tg_str_t names[] = {TG_STR("connection"), TG_STR("keep-alive"),
-                                     TG_STR("te"),         TG_STR("trailer"),
-                                     TG_STR("transfer-encoding"), TG_STR("upgrade"),
-                                     TG_STR("via")};
+    static const tg_str_t names[] = {
+        TG_STR("connection"),        TG_STR("keep-alive"), TG_STR("te"), TG_STR("trailer"),
+        TG_STR("transfer-encoding"), TG_STR("upgrade"),    TG_STR("via")};
     if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
     if (!keep_length && tg_proxy_caseeq(name, TG_STR("content-length"))) return true;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -120,7 +119,6 @@ static void add_upstream_headers(tg_proxy_conn_t *c, tg_headbuf_t *b, bool *serv
         tg_headbuf_header(b, name, x->resp.headers[i].value);
     }
 }
-
 
 static void build_head(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {

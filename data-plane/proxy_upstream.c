@@ -144,12 +144,24 @@ static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
 static bool dropped(const tg_proxy_conn_t *c, tg_str_t name, bool has_connection)
 {
     static const tg_str_t names[] = {
-        TG_STR("connection"),        TG_STR("keep-alive"),        TG_STR("te"),
-        TG_STR("trailer"),           TG_STR("transfer-encoding"), TG_STR("upgrade"),
-        TG_STR("host"),              TG_STR("content-length"),    TG_STR("expect"),
-        TG_STR("x-forwarded-for"),   TG_STR("x-forwarded-proto"), TG_STR("x-forwarded-host"),
-        TG_STR("x-forwarded-port"),  TG_STR("x-forwarded-path"),  TG_STR("x-forwarded-prefix"),
-        TG_STR("x-real-ip"),         TG_STR("via"),               TG_STR("x-tollgate-request-id"),
+        TG_STR("connection"),
+        TG_STR("keep-alive"),
+        TG_STR("te"),
+        TG_STR("trailer"),
+        TG_STR("transfer-encoding"),
+        TG_STR("upgrade"),
+        TG_STR("host"),
+        TG_STR("content-length"),
+        TG_STR("expect"),
+        TG_STR("x-forwarded-for"),
+        TG_STR("x-forwarded-proto"),
+        TG_STR("x-forwarded-host"),
+        TG_STR("x-forwarded-port"),
+        TG_STR("x-forwarded-path"),
+        TG_STR("x-forwarded-prefix"),
+        TG_STR("x-real-ip"),
+        TG_STR("via"),
+        TG_STR("x-tollgate-request-id"),
     };
     if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -194,7 +206,6 @@ static void add_request_line(tg_proxy_conn_t *c, tg_headbuf_t *b)
     tg_headbuf_add(b, path, len);
     TG_HEADBUF_LIT(b, " HTTP/1.1\r\n");
 }
-
 
 static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
@@ -247,7 +258,8 @@ static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b)
         TG_HEADBUF_LIT(b, ", ");
     }
     tg_headbuf_addz(b, c->peer_ip);
-    tg_headbuf_addz(b, c->l->ssl ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n");
+    tg_headbuf_addz(b, c->l->ssl ? "\r\nX-Forwarded-Proto: https\r\n"
+                                 : "\r\nX-Forwarded-Proto: http\r\n");
     tg_str_t host = client_header(c, "host");
     if (host.p) {
         const char *colon = host.p[0] == '[' ? NULL : memchr(host.p, ':', host.len);

@@ -7,6 +7,7 @@
 #include "error.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,48 @@ struct tg_req_arena_chunk {
     max_align_t data[];
 };
 
+/*
+ * Every request needs at least one chunk: each thread keeps one released standard chunk for
+ * the next request instead of a malloc and free per request (freed when the thread exits).
+ */
+static _Thread_local tg_req_arena_chunk_t *spare;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static bool spare_ok;
+
+static void free_spare(void *chunk)
+{
+    free(chunk);
+}
+
+static void spare_init(void)
+{
+    spare_ok = pthread_key_create(&spare_key, free_spare) == 0;
+}
+
+static void put_spare(tg_req_arena_chunk_t *c)
+{
+    pthread_once(&spare_once, spare_init);
+    if (spare || c->cap != ARENA_CHUNK || !spare_ok || pthread_setspecific(spare_key, c) != 0) {
+        free(c);
+        return;
+    }
+    spare = c;
+}
+
+static tg_req_arena_chunk_t *new_chunk(size_t cap)
+{
+    if (cap == ARENA_CHUNK && spare) {
+        tg_req_arena_chunk_t *c = spare;
+        spare = NULL;
+        pthread_setspecific(spare_key, NULL);
+        return c;
+    }
+    tg_req_arena_chunk_t *c = tg_malloc(sizeof(*c) + cap);
+    c->cap = cap;
+    return c;
+}
+
 void tg_req_init(tg_req_t *r)
 {
     memset(r, 0, sizeof(*r));
@@ -28,7 +71,7 @@ void tg_req_release(tg_req_t *r)
 {
     while (r->arena) {
         tg_req_arena_chunk_t *next = r->arena->next;
-        free(r->arena);
+        put_spare(r->arena);
         r->arena = next;
     }
     free(r->exit_body);
@@ -43,10 +86,8 @@ void *tg_req_alloc(tg_req_t *r, size_t n)
     n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
     tg_req_arena_chunk_t *c = r->arena;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-        c = tg_malloc(sizeof(*c) + cap);
+        c = new_chunk(n > ARENA_CHUNK ? n : ARENA_CHUNK);
         c->used = 0;
-        c->cap = cap;
         c->next = r->arena;
         r->arena = c;
     }

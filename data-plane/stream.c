@@ -382,8 +382,8 @@ int tg_stream_write(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, tg_str
     return write_any(s, bufs, nbufs, cb, arg, false);
 }
 
-int tg_stream_write_now(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs,
-                        tg_stream_write_cb cb, void *arg)
+int tg_stream_write_now(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, tg_stream_write_cb cb,
+                        void *arg)
 {
     return write_any(s, bufs, nbufs, cb, arg, true);
 }

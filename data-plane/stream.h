@@ -97,8 +97,8 @@ int tg_stream_write(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, tg_str
  * instead of waiting for the loop to deliver the callback. 0 (cb runs later) or -TG_EIO
  * otherwise, as tg_stream_write.
  */
-int tg_stream_write_now(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs,
-                        tg_stream_write_cb cb, void *arg);
+int tg_stream_write_now(tg_stream_t *s, const uv_buf_t *bufs, unsigned nbufs, tg_stream_write_cb cb,
+                        void *arg);
 
 /* Bytes queued for writing and not yet accepted by the kernel. */
 size_t tg_stream_write_queue(const tg_stream_t *s);

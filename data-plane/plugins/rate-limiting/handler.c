@@ -252,14 +252,15 @@ static int get_usage(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, struct usa
 
 struct headers {
     tg_http_header_t h[2 * TG_RL_NPERIODS + 4];
+    char num[2 * TG_RL_NPERIODS + 4][32]; /* the values: copied when they are handed on */
     size_t n;
 };
 
 /* Numbers print as Lua prints them (%.14g): 5, not 5.0. Whole numbers below 1e14, which
  * %.14g prints as plain integers, skip printf. */
-static void add_num(tg_req_t *r, struct headers *hs, const char *name, double v)
+static void add_num(struct headers *hs, const char *name, double v)
 {
-    char *buf = tg_req_alloc(r, 32);
+    char *buf = hs->num[hs->n];
     size_t n;
     if (v > -1e14 && v < 1e14 && v == (double)(int64_t)v && !(v == 0 && signbit(v)))
         n = (size_t)(put_i64(buf, (int64_t)v) - buf);
@@ -282,8 +283,8 @@ static int64_t build_headers(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, co
     for (int p = 0; p < TG_RL_NPERIODS; p++) {
         if (!c->has[p]) continue;
         double shown = fmax(0, blocked ? u[p].remaining : u[p].remaining - 1);
-        add_num(r, hs, x_limit[p], c->limit[p]);
-        add_num(r, hs, x_remaining[p], shown);
+        add_num(hs, x_limit[p], c->limit[p]);
+        add_num(hs, x_remaining[p], shown);
         /* periods ascend in length, so `<=` hands a tie to the longer window */
         if (best < 0 || shown <= best_remaining) {
             best = p;
@@ -293,9 +294,9 @@ static int64_t build_headers(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, co
     int64_t elapsed = (now_ms - u[best].window.start_ms) / 1000;
     int64_t reset = tg_rl_counters_period_seconds(best) - elapsed;
     if (reset < 1) reset = 1;
-    add_num(r, hs, "RateLimit-Limit", c->limit[best]);
-    add_num(r, hs, "RateLimit-Remaining", best_remaining);
-    add_num(r, hs, "RateLimit-Reset", (double)reset);
+    add_num(hs, "RateLimit-Limit", c->limit[best]);
+    add_num(hs, "RateLimit-Remaining", best_remaining);
+    add_num(hs, "RateLimit-Reset", (double)reset);
     return reset;
 }
 
@@ -321,7 +322,7 @@ static tg_flow_t rl_access(tg_req_t *r, void *compiled)
     struct headers hs = {.n = 0};
     if (!c->hide_client_headers) {
         int64_t reset = build_headers(r, c, now_ms, u, blocked, &hs);
-        if (blocked) add_num(r, &hs, "Retry-After", (double)reset);
+        if (blocked) add_num(&hs, "Retry-After", (double)reset);
     }
     if (blocked) {
         tg_req_exit(r, c->error_code, c->error_message, hs.h, hs.n);
