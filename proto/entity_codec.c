@@ -1,0 +1,412 @@
+/*
+ * entity_codec.c — generic JSON <-> protobuf conversion of entities (entity_codec.h).
+ *
+ * protobuf-c describes every message at run time (field names, types, and the offsets of each
+ * value and of its presence flag inside the C struct), which is what lets one walker serve every
+ * entity: the schema says how a JSON value is shaped, the descriptor says where it goes.
+ */
+#include "entity_codec.h"
+
+#include "alloc.h"
+#include "schema.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef const ProtobufCMessageDescriptor msg_desc_t;
+typedef const ProtobufCFieldDescriptor field_desc_t;
+
+static const struct {
+    const char *type;   /* entity type (lib/entities.c) */
+    const char *member; /* its member of Entity's oneof */
+    msg_desc_t *desc;
+} kinds[] = {
+    {"services", "service", &tollgate__sync__v1__service__descriptor},
+    {"routes", "route", &tollgate__sync__v1__route__descriptor},
+    {"consumers", "consumer", &tollgate__sync__v1__consumer__descriptor},
+    {"plugins", "plugin", &tollgate__sync__v1__plugin__descriptor},
+    {"keyauth_credentials", "keyauth_credential",
+     &tollgate__sync__v1__keyauth_credential__descriptor},
+};
+
+/* How a schema field travels (the mapping rule of tollgate_sync.proto). */
+enum carriage { SCALAR, FOREIGN, LIST, JSON_TEXT };
+
+static enum carriage carriage_of(const tg_field_t *f)
+{
+    switch (f->type) {
+    case TG_T_FOREIGN:
+        return FOREIGN;
+    case TG_T_ARRAY:
+    case TG_T_SET:
+        return f->elem && f->elem->type == TG_T_STRING ? LIST : JSON_TEXT;
+    case TG_T_MAP:
+    case TG_T_RECORD:
+        return JSON_TEXT;
+    default:
+        return SCALAR;
+    }
+}
+
+static bool travels(const tg_field_t *f)
+{
+    return !(f->flags & (TG_F_INPUT_ONLY | TG_F_SECRET));
+}
+
+static int kind_index(const char *type)
+{
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (strcmp(kinds[i].type, type) == 0) return (int)i;
+    return -1;
+}
+
+const ProtobufCMessageDescriptor *tg_proto_entity_descriptor(const char *type)
+{
+    int k = kind_index(type);
+    return k < 0 ? NULL : kinds[k].desc;
+}
+
+/* ---------------------------------------------------------------- raw slots */
+
+static void *slot(void *msg, unsigned offset)
+{
+    return (char *)msg + offset;
+}
+
+static const void *cslot(const void *msg, unsigned offset)
+{
+    return (const char *)msg + offset;
+}
+
+static bool present(const void *msg, field_desc_t *fd)
+{
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return *(void *const *)cslot(msg, fd->offset) != NULL;
+    default:
+        return *(const protobuf_c_boolean *)cslot(msg, fd->quantifier_offset);
+    }
+}
+
+static void mark_present(void *msg, field_desc_t *fd)
+{
+    if (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE)
+        *(protobuf_c_boolean *)slot(msg, fd->quantifier_offset) = 1;
+}
+
+static void *new_message(msg_desc_t *d)
+{
+    void *m = tg_calloc(1, d->sizeof_message);
+    protobuf_c_message_init(d, m);
+    return m;
+}
+
+static bool is_extra(const tg_schema_t *s, field_desc_t *fd)
+{
+    const tg_field_t *f = tg_schema_field(s, fd->name);
+    return !f || !travels(f);
+}
+
+/* ---------------------------------------------------------------- hex */
+
+static bool from_hex(const char *hex, ProtobufCBinaryData *out)
+{
+    size_t n = strlen(hex);
+    if (n % 2) return false;
+    uint8_t *b = tg_malloc(n / 2 + 1);
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
+            !strchr("0123456789abcdefABCDEF", hex[2 * i + 1])) {
+            free(b);
+            return false;
+        }
+        b[i] = (uint8_t)v;
+    }
+    out->data = b;
+    out->len = n / 2;
+    return true;
+}
+
+static json_t *to_hex(const ProtobufCBinaryData *b)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *s = tg_malloc(b->len * 2 + 1);
+    for (size_t i = 0; i < b->len; i++) {
+        s[2 * i] = digits[b->data[i] >> 4];
+        s[2 * i + 1] = digits[b->data[i] & 15];
+    }
+    s[b->len * 2] = '\0';
+    json_t *j = json_string(s);
+    free(s);
+    return j;
+}
+
+/* ---------------------------------------------------------------- JSON -> message */
+
+static int fail(char *err, size_t errlen, const char *type, const char *field, const char *what)
+{
+    snprintf(err, errlen, "%s.%s: %s", type, field, what);
+    return -1;
+}
+
+static int put_scalar(void *m, field_desc_t *fd, const json_t *v, const char *type, char *err,
+                      size_t errlen)
+{
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        if (!json_is_string(v)) return fail(err, errlen, type, fd->name, "expected a string");
+        *(char **)slot(m, fd->offset) = tg_strdup(json_string_value(v));
+        return 0;
+    case PROTOBUF_C_TYPE_INT64:
+        if (!json_is_integer(v)) return fail(err, errlen, type, fd->name, "expected an integer");
+        *(int64_t *)slot(m, fd->offset) = json_integer_value(v);
+        break;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        if (!json_is_number(v)) return fail(err, errlen, type, fd->name, "expected a number");
+        *(double *)slot(m, fd->offset) = json_number_value(v);
+        break;
+    case PROTOBUF_C_TYPE_BOOL:
+        if (!json_is_boolean(v)) return fail(err, errlen, type, fd->name, "expected a boolean");
+        *(protobuf_c_boolean *)slot(m, fd->offset) = json_is_true(v);
+        break;
+    case PROTOBUF_C_TYPE_BYTES:
+        if (!json_is_string(v) || !from_hex(json_string_value(v), slot(m, fd->offset)))
+            return fail(err, errlen, type, fd->name, "expected hex digits");
+        break;
+    default:
+        return fail(err, errlen, type, fd->name, "unsupported message field type");
+    }
+    mark_present(m, fd);
+    return 0;
+}
+
+static int put_list(void *m, field_desc_t *fd, const json_t *v, const char *type, char *err,
+                    size_t errlen)
+{
+    if (!json_is_array(v)) return fail(err, errlen, type, fd->name, "expected an array");
+    Tollgate__Sync__V1__StringList *list = new_message(fd->descriptor);
+    *(void **)slot(m, fd->offset) = list;
+    size_t n = json_array_size(v);
+    list->values = tg_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(v, i));
+        if (!s) return fail(err, errlen, type, fd->name, "expected an array of strings");
+        list->values[list->n_values++] = tg_strdup(s);
+    }
+    return 0;
+}
+
+static int put_field(void *m, const tg_field_t *f, field_desc_t *fd, const json_t *v,
+                     const char *type, char *err, size_t errlen)
+{
+    if (!v || json_is_null(v)) return 0; /* absent = null */
+    switch (f ? carriage_of(f) : SCALAR) {
+    case FOREIGN: {
+        const json_t *id = json_object_get(v, "id");
+        if (!json_is_string(id)) return fail(err, errlen, type, fd->name, "expected {\"id\": ...}");
+        return put_scalar(m, fd, id, type, err, errlen);
+    }
+    case LIST:
+        return put_list(m, fd, v, type, err, errlen);
+    case JSON_TEXT: {
+        /* sorted keys, compact: the same text on every node for the same value */
+        char *text = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text) return fail(err, errlen, type, fd->name, "cannot encode");
+        *(char **)slot(m, fd->offset) = tg_strdup(text);
+        free(text);
+        return 0;
+    }
+    default:
+        return put_scalar(m, fd, v, type, err, errlen);
+    }
+}
+
+/* Every key of the JSON must be something the message carries. */
+static int check_keys(const tg_schema_t *s, msg_desc_t *d, const json_t *entity, const char *type,
+                      char *err, size_t errlen)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)entity, key, v)
+    {
+        const tg_field_t *f = tg_schema_field(s, key);
+        if (f && (f->flags & TG_F_SECRET))
+            return fail(err, errlen, type, key, "a secret must not leave the control plane");
+        if (f && (f->flags & TG_F_INPUT_ONLY)) continue;
+        if (!protobuf_c_message_descriptor_get_field_by_name(d, key))
+            return fail(err, errlen, type, key, "unknown field");
+    }
+    return 0;
+}
+
+tg_pb_entity_t *tg_proto_entity_from_json(const char *type, const json_t *entity, char *err,
+                                          size_t errlen)
+{
+    int k = kind_index(type);
+    const tg_schema_t *s = tg_schema_by_name(type);
+    if (k < 0 || !s) {
+        snprintf(err, errlen, "unknown entity type '%s'", type);
+        return NULL;
+    }
+    if (!json_is_object(entity)) {
+        snprintf(err, errlen, "%s: expected a JSON object", type);
+        return NULL;
+    }
+    msg_desc_t *d = kinds[k].desc;
+    tg_pb_entity_t *e = new_message(&tollgate__sync__v1__entity__descriptor);
+    field_desc_t *member = protobuf_c_message_descriptor_get_field_by_name(
+        &tollgate__sync__v1__entity__descriptor, kinds[k].member);
+    void *m = new_message(d);
+    *(void **)slot(e, member->offset) = m;
+    *(uint32_t *)slot(e, member->quantifier_offset) = member->id;
+    if (check_keys(s, d, entity, type, err, errlen) != 0) goto bad;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        field_desc_t *fd = &d->fields[i];
+        const tg_field_t *f = tg_schema_field(s, fd->name);
+        if (f && !travels(f)) f = NULL;
+        if (put_field(m, f, fd, json_object_get(entity, fd->name), type, err, errlen) != 0)
+            goto bad;
+    }
+    return e;
+bad:
+    tg_proto_entity_free(e);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- message -> JSON */
+
+static json_t *get_scalar(const void *m, field_desc_t *fd)
+{
+    const void *p = cslot(m, fd->offset);
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        return json_string(*(char *const *)p);
+    case PROTOBUF_C_TYPE_INT64:
+        return json_integer(*(const int64_t *)p);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return json_real(*(const double *)p);
+    case PROTOBUF_C_TYPE_BOOL:
+        return json_boolean(*(const protobuf_c_boolean *)p);
+    case PROTOBUF_C_TYPE_BYTES:
+        return to_hex(p);
+    default:
+        return NULL;
+    }
+}
+
+static json_t *get_field(const void *m, const tg_field_t *f, field_desc_t *fd)
+{
+    if (!present(m, fd)) return json_null();
+    switch (f ? carriage_of(f) : SCALAR) {
+    case FOREIGN:
+        return json_pack("{s:o}", "id", get_scalar(m, fd));
+    case LIST: {
+        const Tollgate__Sync__V1__StringList *list = *(void *const *)cslot(m, fd->offset);
+        json_t *a = json_array();
+        for (size_t i = 0; i < list->n_values; i++)
+            json_array_append_new(a, json_string(list->values[i]));
+        return a;
+    }
+    case JSON_TEXT:
+        return json_loads(*(char *const *)cslot(m, fd->offset), JSON_DECODE_ANY, NULL);
+    default:
+        return get_scalar(m, fd);
+    }
+}
+
+json_t *tg_proto_entity_to_json(const char *type, const tg_pb_entity_t *e, char *err, size_t errlen)
+{
+    int k = kind_index(type);
+    const tg_schema_t *s = tg_schema_by_name(type);
+    if (k < 0 || !s || !e) {
+        snprintf(err, errlen, "unknown entity type '%s'", type);
+        return NULL;
+    }
+    field_desc_t *member = protobuf_c_message_descriptor_get_field_by_name(
+        &tollgate__sync__v1__entity__descriptor, kinds[k].member);
+    const void *m = *(void *const *)cslot(e, member->offset);
+    if (*(const uint32_t *)cslot(e, member->quantifier_offset) != member->id || !m) {
+        snprintf(err, errlen, "%s: the message carries another kind of entity", type);
+        return NULL;
+    }
+    msg_desc_t *d = kinds[k].desc;
+    json_t *out = json_object();
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        field_desc_t *fd = &d->fields[i];
+        const tg_field_t *f = tg_schema_field(s, fd->name);
+        if (f && !travels(f)) f = NULL;
+        if (!f && !present(m, fd)) continue; /* extras are omitted when absent */
+        json_t *v = get_field(m, f, fd);
+        if (!v) {
+            snprintf(err, errlen, "%s.%s: malformed value", type, fd->name);
+            json_decref(out);
+            return NULL;
+        }
+        json_object_set_new(out, fd->name, v);
+    }
+    return out;
+}
+
+void tg_proto_entity_free(tg_pb_entity_t *e)
+{
+    if (e) protobuf_c_message_free_unpacked(&e->base, NULL);
+}
+
+/* ---------------------------------------------------------------- the description check */
+
+static bool proto_type_fits(const tg_field_t *f, field_desc_t *fd)
+{
+    switch (carriage_of(f)) {
+    case FOREIGN:
+    case JSON_TEXT:
+        return fd->type == PROTOBUF_C_TYPE_STRING;
+    case LIST:
+        return fd->type == PROTOBUF_C_TYPE_MESSAGE &&
+               fd->descriptor == &tollgate__sync__v1__string_list__descriptor;
+    default:
+        break;
+    }
+    switch (f->type) {
+    case TG_T_STRING:
+        return fd->type == PROTOBUF_C_TYPE_STRING;
+    case TG_T_INTEGER:
+        return fd->type == PROTOBUF_C_TYPE_INT64;
+    case TG_T_NUMBER:
+        return fd->type == PROTOBUF_C_TYPE_DOUBLE;
+    case TG_T_BOOLEAN:
+        return fd->type == PROTOBUF_C_TYPE_BOOL;
+    default:
+        return false;
+    }
+}
+
+int tg_proto_entity_check_description(const char *type, const char *const *extras, char *err,
+                                      size_t errlen)
+{
+    int k = kind_index(type);
+    const tg_schema_t *s = tg_schema_by_name(type);
+    if (k < 0 || !s) return fail(err, errlen, type, "*", "no message for this entity");
+    msg_desc_t *d = kinds[k].desc;
+    for (const tg_field_t *f = s->fields; f->name; f++) {
+        if (!travels(f)) continue;
+        field_desc_t *fd = protobuf_c_message_descriptor_get_field_by_name(d, f->name);
+        if (!fd) return fail(err, errlen, type, f->name, "missing from the message");
+        if (fd->label != PROTOBUF_C_LABEL_OPTIONAL)
+            return fail(err, errlen, type, f->name, "must be optional (absent = null)");
+        if (!proto_type_fits(f, fd))
+            return fail(err, errlen, type, f->name, "message field type does not fit");
+    }
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        if (!is_extra(s, &d->fields[i])) continue;
+        bool listed = false;
+        for (size_t j = 0; extras && extras[j]; j++)
+            listed = listed || strcmp(extras[j], d->fields[i].name) == 0;
+        if (!listed) return fail(err, errlen, type, d->fields[i].name, "not in the description");
+    }
+    return 0;
+}
