@@ -1,0 +1,67 @@
+/*
+ * sync_build.h — what the control plane sends a data plane, read from PostgreSQL.
+ *
+ * A *payload* is a ready-to-send sequence of packed Envelopes: either one Delta (the merged
+ * changes between two versions, sync-protocol rule 1) or a snapshot (SnapshotBegin, chunks,
+ * SnapshotEnd). Each is read in one REPEATABLE READ, READ ONLY transaction, so the entities and
+ * the version they are sent as come from the same instant even while writers commit.
+ *
+ * Builders run on a worker thread (workers.h) with that worker's connection; payloads are
+ * immutable once built and shared by reference between data plane sessions (loop thread).
+ */
+#ifndef TG_SYNC_BUILD_H
+#define TG_SYNC_BUILD_H
+
+#include "db.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tg_sync_frame {
+    uint8_t *buf;  /* allocation, `headroom` bytes before data */
+    uint8_t *data; /* the packed Envelope */
+    size_t len;
+} tg_sync_frame_t;
+
+typedef struct tg_sync_payload {
+    bool snapshot;
+    int64_t from, to; /* delta from→to; a snapshot has from = -1 */
+    uint64_t nonce;
+    tg_sync_frame_t *frames;
+    size_t nframes;
+    size_t bytes;       /* sum of frame lengths */
+    size_t entities;    /* changes in the delta, entities in the snapshot */
+    char digest[65];    /* config digest at `to` (hex); "" when not computed (deltas) */
+    int refs;           /* loop thread only */
+} tg_sync_payload_t;
+
+enum tg_sync_build_rc {
+    TG_SYNC_BUILT = 0,
+    TG_SYNC_UP_TO_DATE = 1, /* nothing after `from` */
+    TG_SYNC_NEED_SNAPSHOT = 2, /* the log no longer covers `from` (or from is ahead) */
+};
+
+/*
+ * The latest config version of a control plane and the oldest version still in its change log
+ * (latest + 1 when the log is empty).
+ */
+int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64_t *oldest,
+                          char *err, size_t errlen);
+
+/*
+ * The merged delta from `from` to the latest version: the last operation of each (type, id)
+ * wins; deletes go first, children before parents, then upserts parents first. Frames get
+ * `headroom` spare bytes in front. Returns a tg_sync_build_rc, or a negative code with err.
+ */
+int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t nonce,
+                        size_t headroom, tg_sync_payload_t **out, char *err, size_t errlen);
+
+/* A chunked snapshot of the latest version, with its config digest. */
+int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
+                           tg_sync_payload_t **out, char *err, size_t errlen);
+
+/* Frees a payload (no reference counting: the caller decides when). */
+void tg_sync_payload_free(tg_sync_payload_t *p);
+
+#endif

@@ -1,0 +1,938 @@
+/*
+ * sync_hub.c — data plane sessions, pushes and acknowledgements (sync_hub.h).
+ *
+ * Per session the rule is sync-protocol rule 2: at most one payload (a delta or a snapshot) is
+ * in flight; while it is, newer versions simply accumulate, and the next delta is built from the
+ * version the DP acknowledged to the latest one, so a slow DP gets one merged delta instead of a
+ * backlog. A NACKed version is not pushed again until a newer version exists.
+ */
+#include "sync_hub.h"
+
+#include "alloc.h"
+#include "error.h"
+#include "join.h"
+#include "log.h"
+#include "sync_build.h"
+#include "sync_frame.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MOD "sync"
+#define TICK_MS 1000
+#define NODE_TOUCH_MS 60000
+#define LISTEN_RETRY_MS 2000
+
+typedef struct ctl_frame {
+    struct ctl_frame *next;
+    tg_sync_frame_t f;
+} ctl_frame_t;
+
+/* Per control plane: what this node knows of its latest version, and the shared snapshot. */
+typedef struct cp_entry {
+    struct cp_entry *next;
+    char cp_id[37];
+    int64_t latest;
+    uint64_t latest_seen_ms; /* when this node learned of `latest` (commit -> ack latency) */
+    tg_sync_payload_t *snapshot;
+    bool building;
+} cp_entry_t;
+
+enum state { WAIT_HELLO, ADMITTING, READY, CLOSING };
+
+struct tg_sync_session {
+    tg_sync_hub_t *hub;
+    tg_sync_session_t *next;
+    void *conn; /* NULL once the transport is gone */
+    enum state state;
+    char node_id[37], cp_id[37], serial[41], peer[64];
+    char hostname[128], dp_version[32];
+    int64_t applied; /* the DP's applied version; -1 = unknown history (snapshot) */
+    char digest[65];
+    bool want_snapshot;
+    int64_t rejected_to; /* a payload ending here was refused: wait for a newer version */
+    int64_t resynced_at; /* digest-triggered snapshot already sent for this version */
+    bool building;
+    uint64_t retry_at_ms;
+    tg_sync_payload_t *inflight;
+    size_t next_frame;
+    ctl_frame_t *ctl_head, *ctl_tail, *handed;
+    bool close_after_flush;
+    uint64_t last_heard_ms, last_beat_ms, behind_since_ms;
+    int jobs;
+    bool status_dirty, status_running;
+    char status[16];
+    char last_error[256];
+};
+
+struct tg_sync_hub {
+    tg_sync_hub_opts_t o;
+    tg_sync_session_t *sessions;
+    cp_entry_t *cps;
+    uv_timer_t timer;
+    uv_poll_t poll;
+    PGconn *listen;
+    uint64_t listen_retry_ms, node_touch_ms;
+    uint64_t next_nonce;
+    json_t *endpoints;
+    tg_sync_hub_stats_t stats;
+    int jobs;
+    bool stopping;
+};
+
+static uint64_t now_ms(const tg_sync_hub_t *h)
+{
+    return uv_now(h->o.loop);
+}
+
+/* ---------------------------------------------------------------- control planes */
+
+static cp_entry_t *cp_get(tg_sync_hub_t *h, const char *cp_id)
+{
+    for (cp_entry_t *c = h->cps; c; c = c->next)
+        if (strcmp(c->cp_id, cp_id) == 0) return c;
+    cp_entry_t *c = tg_calloc(1, sizeof(*c));
+    snprintf(c->cp_id, sizeof(c->cp_id), "%s", cp_id);
+    c->next = h->cps;
+    h->cps = c;
+    return c;
+}
+
+static void cp_learn(tg_sync_hub_t *h, cp_entry_t *c, int64_t version)
+{
+    if (version <= c->latest) return;
+    c->latest = version;
+    c->latest_seen_ms = now_ms(h);
+}
+
+static void payload_unref(tg_sync_payload_t *p)
+{
+    if (p && --p->refs <= 0) tg_sync_payload_free(p);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+typedef struct hub_job {
+    tg_job_t job;
+    tg_sync_hub_t *hub;
+    tg_sync_session_t *s; /* NULL for control-plane jobs */
+    char cp_id[37];
+    int64_t from;
+    uint64_t nonce;
+    int rc;
+    char err[256];
+    tg_sync_payload_t *payload;
+    int64_t latest, oldest;
+    char *csr, *cert;
+    char *sql_params[10];
+} hub_job_t;
+
+static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s, void (*run)(tg_job_t *, tg_db_t *),
+                          void (*done)(tg_job_t *))
+{
+    hub_job_t *j = tg_calloc(1, sizeof(*j));
+    j->hub = h;
+    j->s = s;
+    j->job.run = run;
+    j->job.done = done;
+    h->jobs++;
+    if (s) s->jobs++;
+    return j;
+}
+
+static void session_free(tg_sync_session_t *s);
+
+/* Ends a job: true when its session is still worth working on. */
+static bool finish_job(hub_job_t *j)
+{
+    j->hub->jobs--;
+    tg_sync_session_t *s = j->s;
+    if (!s) return !j->hub->stopping;
+    s->jobs--;
+    if (!s->conn || s->state == CLOSING) {
+        if (!s->conn && s->jobs == 0) session_free(s);
+        return false;
+    }
+    return true;
+}
+
+static void free_job(hub_job_t *j)
+{
+    for (size_t i = 0; i < sizeof(j->sql_params) / sizeof(j->sql_params[0]); i++)
+        free(j->sql_params[i]);
+    free(j->csr);
+    free(j->cert);
+    free(j);
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static void wake(tg_sync_session_t *s)
+{
+    if (s->conn) s->hub->o.transport->wake(s->conn);
+}
+
+static void send_env(tg_sync_session_t *s, const tg_sync_env_t *env)
+{
+    ctl_frame_t *c = tg_calloc(1, sizeof(*c));
+    if (tg_sync_pack(env, s->hub->o.headroom, &c->f.buf, &c->f.data, &c->f.len) != 0) {
+        free(c);
+        return;
+    }
+    if (s->ctl_tail)
+        s->ctl_tail->next = c;
+    else
+        s->ctl_head = c;
+    s->ctl_tail = c;
+    wake(s);
+}
+
+static void send_error(tg_sync_session_t *s, Tollgate__Sync__V1__ErrorCode code, const char *msg)
+{
+    TG_LOGW(MOD, "data plane %s (%s): %s", s->node_id, s->peer, msg);
+    Tollgate__Sync__V1__Error e = TOLLGATE__SYNC__V1__ERROR__INIT;
+    e.has_code = 1;
+    e.code = code;
+    e.message = (char *)msg;
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    send_env(s, &env);
+    s->close_after_flush = true;
+    s->state = CLOSING;
+}
+
+int tg_sync_session_next(tg_sync_session_t *s, uint8_t **data, size_t *len)
+{
+    if (s->handed) {
+        free(s->handed->f.buf);
+        free(s->handed);
+        s->handed = NULL;
+    }
+    if (s->ctl_head) {
+        ctl_frame_t *c = s->ctl_head;
+        s->ctl_head = c->next;
+        if (!s->ctl_head) s->ctl_tail = NULL;
+        s->handed = c;
+        *data = c->f.data;
+        *len = c->f.len;
+        return 1;
+    }
+    if (s->close_after_flush) return -1;
+    if (s->inflight && s->next_frame < s->inflight->nframes) {
+        const tg_sync_frame_t *f = &s->inflight->frames[s->next_frame++];
+        *data = f->data;
+        *len = f->len;
+        s->hub->stats.bytes_sent += f->len;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- status */
+
+static void mark_status(tg_sync_session_t *s, const char *status, const char *error)
+{
+    snprintf(s->status, sizeof(s->status), "%s", status);
+    if (error) snprintf(s->last_error, sizeof(s->last_error), "%s", error);
+    s->status_dirty = true;
+}
+
+static void status_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_db_err_t e;
+    j->rc = tg_db_run(db, &e,
+                      "UPDATE data_planes SET address = $2, hostname = $3, tollgate_version = $4,"
+                      " config_version = $5::bigint, config_digest = NULLIF($6, ''), sync_status = $7,"
+                      " last_error = NULLIF($8, ''), last_seen = now(), cp_node = $9,"
+                      " lag_versions = $10::bigint, lag_seconds = $11::double precision"
+                      " WHERE id = $1::uuid",
+                      11, (const char *const *)j->sql_params);
+}
+
+static void status_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    s->status_running = false;
+    finish_job(j);
+    free_job(j);
+}
+
+static void write_status(tg_sync_session_t *s)
+{
+    if (s->status_running || !s->status[0]) return;
+    tg_sync_hub_t *h = s->hub;
+    cp_entry_t *c = cp_get(h, s->cp_id);
+    int64_t lag = c->latest > s->applied && s->applied >= 0 ? c->latest - s->applied : 0;
+    double lag_s = lag && s->behind_since_ms ? (double)(now_ms(h) - s->behind_since_ms) / 1000 : 0;
+    char buf[4][32];
+    snprintf(buf[0], sizeof(buf[0]), "%lld", (long long)(s->applied < 0 ? 0 : s->applied));
+    snprintf(buf[1], sizeof(buf[1]), "%lld", (long long)lag);
+    snprintf(buf[2], sizeof(buf[2]), "%.3f", lag_s);
+    hub_job_t *j = new_job(h, s, status_run, status_done);
+    const char *v[] = {s->node_id, s->peer, s->hostname, s->dp_version, buf[0], s->digest,
+                       s->status, s->last_error, h->o.node_id, buf[1], buf[2]};
+    for (size_t i = 0; i < 11; i++) j->sql_params[i] = tg_strdup(v[i]);
+    s->status_running = true;
+    s->status_dirty = false;
+    tg_workers_submit(h->o.workers, &j->job);
+}
+
+/* ---------------------------------------------------------------- pushing */
+
+static void schedule(tg_sync_session_t *s);
+
+static void push(tg_sync_session_t *s, tg_sync_payload_t *p)
+{
+    p->refs++;
+    s->inflight = p;
+    s->next_frame = 0;
+    if (p->snapshot)
+        s->hub->stats.snapshots_sent++;
+    else
+        s->hub->stats.deltas_sent++;
+    TG_LOGI(MOD, "data plane %s: %s %lld -> %lld (%zu entities, %zu bytes)", s->node_id,
+            p->snapshot ? "snapshot" : "delta", (long long)p->from, (long long)p->to, p->entities,
+            p->bytes);
+    wake(s);
+}
+
+static void delta_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    j->rc = tg_sync_build_delta(db, j->cp_id, j->from, j->nonce, j->hub->o.headroom, &j->payload,
+                                j->err, sizeof(j->err));
+}
+
+static void delta_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    if (!finish_job(j)) {
+        tg_sync_payload_free(j->payload);
+        free_job(j);
+        return;
+    }
+    s->building = false;
+    cp_entry_t *c = cp_get(s->hub, s->cp_id);
+    if (j->rc == TG_SYNC_BUILT) {
+        cp_learn(s->hub, c, j->payload->to);
+        push(s, j->payload);
+    } else if (j->rc == TG_SYNC_NEED_SNAPSHOT) {
+        s->want_snapshot = true;
+    } else if (j->rc < 0) {
+        TG_LOGE(MOD, "data plane %s: cannot build a delta from %lld: %s", s->node_id,
+                (long long)j->from, j->err);
+        s->retry_at_ms = now_ms(s->hub) + 1000;
+    }
+    free_job(j);
+    schedule(s);
+}
+
+static void start_delta(tg_sync_session_t *s)
+{
+    hub_job_t *j = new_job(s->hub, s, delta_run, delta_done);
+    snprintf(j->cp_id, sizeof(j->cp_id), "%s", s->cp_id);
+    j->from = s->applied;
+    j->nonce = ++s->hub->next_nonce;
+    s->building = true;
+    tg_workers_submit(s->hub->o.workers, &j->job);
+}
+
+static void schedule_cp(tg_sync_hub_t *h, const char *cp_id)
+{
+    for (tg_sync_session_t *s = h->sessions; s; s = s->next)
+        if (strcmp(s->cp_id, cp_id) == 0) schedule(s);
+}
+
+static void snapshot_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    j->rc = tg_sync_build_snapshot(db, j->cp_id, j->nonce, j->hub->o.headroom, &j->payload, j->err,
+                                   sizeof(j->err));
+}
+
+static void snapshot_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_hub_t *h = j->hub;
+    cp_entry_t *c = cp_get(h, j->cp_id);
+    c->building = false;
+    bool alive = finish_job(j);
+    if (j->rc == 0) {
+        h->stats.snapshots_built++;
+        payload_unref(c->snapshot);
+        c->snapshot = j->payload;
+        c->snapshot->refs = 1; /* the cache's reference */
+        cp_learn(h, c, c->snapshot->to);
+        TG_LOGI(MOD, "control plane %s: snapshot of version %lld built (%zu entities, %zu bytes)",
+                c->cp_id, (long long)c->snapshot->to, c->snapshot->entities, c->snapshot->bytes);
+    } else {
+        TG_LOGE(MOD, "control plane %s: cannot build a snapshot: %s", c->cp_id, j->err);
+        for (tg_sync_session_t *s = h->sessions; s; s = s->next)
+            if (strcmp(s->cp_id, c->cp_id) == 0) s->retry_at_ms = now_ms(h) + 1000;
+    }
+    free_job(j);
+    if (alive) schedule_cp(h, c->cp_id);
+}
+
+static void start_snapshot(tg_sync_session_t *s)
+{
+    tg_sync_hub_t *h = s->hub;
+    cp_entry_t *c = cp_get(h, s->cp_id);
+    if (c->snapshot && c->snapshot->to >= c->latest) {
+        s->want_snapshot = false;
+        push(s, c->snapshot);
+        return;
+    }
+    if (c->building) return; /* snapshot_done schedules every session of this control plane */
+    hub_job_t *j = new_job(h, NULL, snapshot_run, snapshot_done);
+    snprintf(j->cp_id, sizeof(j->cp_id), "%s", c->cp_id);
+    j->nonce = ++h->next_nonce;
+    c->building = true;
+    tg_workers_submit(h->o.workers, &j->job);
+}
+
+static void schedule(tg_sync_session_t *s)
+{
+    if (s->state != READY || !s->conn || s->inflight || s->building) return;
+    if (s->retry_at_ms && now_ms(s->hub) < s->retry_at_ms) return;
+    s->retry_at_ms = 0;
+    cp_entry_t *c = cp_get(s->hub, s->cp_id);
+    if (s->want_snapshot || s->applied < 0) {
+        start_snapshot(s);
+        return;
+    }
+    if (c->latest > s->applied && !s->behind_since_ms) s->behind_since_ms = now_ms(s->hub);
+    if (c->latest <= s->applied || c->latest <= s->rejected_to) return;
+    start_delta(s);
+}
+
+/* ---------------------------------------------------------------- Hello and admission */
+
+static bool newer_minor(const char *theirs, const char *ours)
+{
+    int a1 = 0, b1 = 0, a2 = 0, b2 = 0;
+    if (sscanf(theirs, "%d.%d", &a1, &b1) != 2 || sscanf(ours, "%d.%d", &a2, &b2) != 2)
+        return true;
+    return a1 != a2 || b1 > b2;
+}
+
+static void admit_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    j->rc = tg_join_check_data_plane(db, s->node_id, s->cp_id, s->serial);
+    if (j->rc == 0)
+        j->rc = tg_sync_read_versions(db, s->cp_id, &j->latest, &j->oldest, j->err,
+                                      sizeof(j->err));
+}
+
+static void send_welcome(tg_sync_session_t *s, int64_t latest, int64_t oldest)
+{
+    tg_sync_hub_t *h = s->hub;
+    Tollgate__Sync__V1__Welcome w = TOLLGATE__SYNC__V1__WELCOME__INIT;
+    static char *caps[] = {"delta", "snapshot"};
+    w.tollgate_version = TG_VERSION;
+    w.n_capabilities = 2;
+    w.capabilities = caps;
+    w.control_plane_id = s->cp_id;
+    w.has_latest_version = w.has_oldest_version = w.has_heartbeat_interval_ms = 1;
+    w.latest_version = latest;
+    w.oldest_version = oldest;
+    w.heartbeat_interval_ms = h->o.heartbeat_ms;
+    w.cp_node_id = (char *)h->o.node_id;
+    size_t n = h->endpoints ? json_array_size(h->endpoints) : 0;
+    char **eps = tg_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        eps[i] = (char *)json_string_value(json_array_get(h->endpoints, i));
+    w.n_endpoints = n;
+    w.endpoints = eps;
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_WELCOME;
+    env.welcome = &w;
+    send_env(s, &env);
+    free(eps);
+}
+
+static void admit_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    if (!finish_job(j)) {
+        free_job(j);
+        return;
+    }
+    if (j->rc == -TG_EPERM || j->rc == -TG_ENOTFOUND) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_REVOKED,
+                   j->rc == -TG_EPERM ? "this data plane's certificate is revoked or superseded"
+                                      : "this data plane is not enrolled");
+    } else if (j->rc != 0) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_INTERNAL,
+                   "the control plane cannot read its database; retry later");
+    } else {
+        cp_entry_t *c = cp_get(s->hub, s->cp_id);
+        cp_learn(s->hub, c, j->latest);
+        send_welcome(s, j->latest, j->oldest);
+        s->state = READY;
+        mark_status(s, s->applied == c->latest ? "normal" : "behind", NULL);
+        s->last_error[0] = '\0';
+        write_status(s);
+        schedule(s);
+    }
+    free_job(j);
+}
+
+static void on_hello(tg_sync_session_t *s, const Tollgate__Sync__V1__Hello *m)
+{
+    if (s->state != WAIT_HELLO) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL, "unexpected second Hello");
+        return;
+    }
+    snprintf(s->hostname, sizeof(s->hostname), "%s", m->hostname ? m->hostname : "");
+    snprintf(s->dp_version, sizeof(s->dp_version), "%s",
+             m->tollgate_version ? m->tollgate_version : "");
+    if (m->node_id && m->node_id[0] && strcmp(m->node_id, s->node_id) != 0) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_IDENTITY,
+                   "the node id in Hello is not the one in the client certificate");
+        return;
+    }
+    if (!m->has_protocol_version || m->protocol_version != TG_SYNC_PROTOCOL_VERSION ||
+        newer_minor(s->dp_version, TG_VERSION)) {
+        mark_status(s, "incompatible", "data plane version or protocol is newer than this control plane");
+        write_status(s);
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_INCOMPATIBLE,
+                   "data plane protocol or version is newer than this control plane " TG_VERSION);
+        return;
+    }
+    s->applied = m->has_have_version ? m->have_version : 0;
+    /* a store filled from another control plane (or from a file) has an unrelated history */
+    if (m->control_plane_id && m->control_plane_id[0] && strcmp(m->control_plane_id, s->cp_id))
+        s->applied = -1;
+    if (s->applied > 0 && (!m->control_plane_id || !m->control_plane_id[0])) s->applied = -1;
+    snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest ? m->config_digest : "");
+    s->state = ADMITTING;
+    hub_job_t *j = new_job(s->hub, s, admit_run, admit_done);
+    tg_workers_submit(s->hub->o.workers, &j->job);
+}
+
+/* ---------------------------------------------------------------- ACK / NACK / heartbeats */
+
+static void end_inflight(tg_sync_session_t *s)
+{
+    payload_unref(s->inflight);
+    s->inflight = NULL;
+}
+
+static void on_ack(tg_sync_session_t *s, const Tollgate__Sync__V1__Ack *m)
+{
+    tg_sync_hub_t *h = s->hub;
+    if (!s->inflight || m->nonce != s->inflight->nonce) {
+        TG_LOGW(MOD, "data plane %s: ACK for an unknown push ignored", s->node_id);
+        return;
+    }
+    h->stats.acks++;
+    cp_entry_t *c = cp_get(h, s->cp_id);
+    s->applied = m->applied_version;
+    snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest ? m->config_digest : "");
+    if (s->applied == c->latest && c->latest_seen_ms) {
+        h->stats.ack_latency_count++;
+        h->stats.ack_latency_sum_s += (double)(now_ms(h) - c->latest_seen_ms) / 1000;
+    }
+    bool mismatch = s->inflight->digest[0] && s->digest[0] &&
+                    strcmp(s->inflight->digest, s->digest) != 0;
+    end_inflight(s);
+    s->behind_since_ms = s->applied >= c->latest ? 0 : now_ms(h);
+    if (mismatch)
+        mark_status(s, "rejected", "config digest differs from the control plane's after a snapshot");
+    else
+        mark_status(s, s->applied >= c->latest ? "normal" : "behind", "");
+    write_status(s);
+    schedule(s);
+}
+
+static void on_nack(tg_sync_session_t *s, const Tollgate__Sync__V1__Nack *m)
+{
+    if (!s->inflight || m->nonce != s->inflight->nonce) return;
+    s->hub->stats.nacks++;
+    bool was_snapshot = s->inflight->snapshot;
+    int64_t to = s->inflight->to;
+    end_inflight(s);
+    if (m->has_kept_version) s->applied = m->kept_version;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s%s%s%s%s", m->entity_type && m->entity_type[0] ? m->entity_type : "",
+             m->entity_id && m->entity_id[0] ? " " : "", m->entity_id ? m->entity_id : "",
+             m->entity_type && m->entity_type[0] ? ": " : "", m->message ? m->message : "");
+    bool resync = m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_VERSION_GAP ||
+                  m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_DIGEST;
+    if (resync && !was_snapshot) {
+        TG_LOGN(MOD, "data plane %s: %s; sending a snapshot", s->node_id, msg);
+        s->want_snapshot = true;
+    } else {
+        TG_LOGW(MOD, "data plane %s rejected version %lld: %s", s->node_id, (long long)to, msg);
+        s->rejected_to = to;
+        s->want_snapshot = false;
+        mark_status(s, "rejected", msg);
+        write_status(s);
+    }
+    schedule(s);
+}
+
+static void on_heartbeat(tg_sync_session_t *s, const Tollgate__Sync__V1__Heartbeat *m)
+{
+    if (m->config_digest) snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest);
+    cp_entry_t *c = cp_get(s->hub, s->cp_id);
+    /* divergence at the same version: repair once by a snapshot (rule 5) */
+    if (c->snapshot && c->snapshot->to == s->applied && s->digest[0] && !s->inflight &&
+        strcmp(c->snapshot->digest, s->digest) != 0 && s->resynced_at != s->applied) {
+        TG_LOGW(MOD, "data plane %s: config digest differs at version %lld; resyncing",
+                s->node_id, (long long)s->applied);
+        s->resynced_at = s->applied;
+        s->want_snapshot = true;
+        schedule(s);
+    }
+    s->status_dirty = true;
+}
+
+/* ---------------------------------------------------------------- renewal */
+
+static void renew_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    j->rc = tg_join_renew(db, j->hub->o.ca, s->node_id, s->cp_id, j->csr, &j->cert, j->err,
+                          sizeof(j->err));
+}
+
+static void renew_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    if (finish_job(j)) {
+        Tollgate__Sync__V1__RenewResult r = TOLLGATE__SYNC__V1__RENEW_RESULT__INIT;
+        r.certificate_pem = j->rc == 0 ? j->cert : "";
+        r.error = j->rc == 0 ? "" : (j->err[0] ? j->err : "renewal refused");
+        tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+        env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_RENEW_RESULT;
+        env.renew_result = &r;
+        send_env(s, &env);
+        TG_LOGN(MOD, "data plane %s: certificate renewal %s", s->node_id,
+                j->rc == 0 ? "issued" : "refused");
+    }
+    free_job(j);
+}
+
+static void on_renew(tg_sync_session_t *s, const Tollgate__Sync__V1__RenewRequest *m)
+{
+    hub_job_t *j = new_job(s->hub, s, renew_run, renew_done);
+    j->csr = tg_strdup(m->csr_pem ? m->csr_pem : "");
+    tg_workers_submit(s->hub->o.workers, &j->job);
+}
+
+/* ---------------------------------------------------------------- sessions */
+
+tg_sync_session_t *tg_sync_session_open(tg_sync_hub_t *h, void *conn, const char *node_id,
+                                        const char *cp_id, const char *cert_serial,
+                                        const char *peer)
+{
+    if (h->stopping) return NULL;
+    /* one live session per node: a reconnecting DP replaces its stale connection */
+    for (tg_sync_session_t *o = h->sessions; o; o = o->next)
+        if (strcmp(o->node_id, node_id) == 0 && o->conn && o->state != CLOSING)
+            send_error(o, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL,
+                       "replaced by a newer connection of the same data plane");
+    tg_sync_session_t *s = tg_calloc(1, sizeof(*s));
+    s->hub = h;
+    s->conn = conn;
+    snprintf(s->node_id, sizeof(s->node_id), "%s", node_id);
+    snprintf(s->cp_id, sizeof(s->cp_id), "%s", cp_id);
+    snprintf(s->serial, sizeof(s->serial), "%s", cert_serial);
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    s->last_heard_ms = s->last_beat_ms = now_ms(h);
+    s->resynced_at = -1;
+    s->rejected_to = -1;
+    s->next = h->sessions;
+    h->sessions = s;
+    h->stats.sessions++;
+    TG_LOGN(MOD, "data plane %s of control plane %s connected from %s", node_id, cp_id, peer);
+    return s;
+}
+
+void tg_sync_session_receive(tg_sync_session_t *s, const uint8_t *frame, size_t len)
+{
+    if (s->state == CLOSING) return;
+    s->last_heard_ms = now_ms(s->hub);
+    tg_sync_env_t *env = tg_sync_unpack(frame, len);
+    if (!env) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL, "malformed frame");
+        return;
+    }
+    if (s->state == WAIT_HELLO && env->body_case != TOLLGATE__SYNC__V1__ENVELOPE__BODY_HELLO) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL, "expected Hello first");
+    } else {
+        switch (env->body_case) {
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_HELLO:
+            on_hello(s, env->hello);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_ACK:
+            on_ack(s, env->ack);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_NACK:
+            on_nack(s, env->nack);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_HEARTBEAT:
+            on_heartbeat(s, env->heartbeat);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_RENEW_REQUEST:
+            on_renew(s, env->renew_request);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_ERROR:
+            TG_LOGW(MOD, "data plane %s reports: %s", s->node_id,
+                    env->error->message ? env->error->message : "");
+            s->close_after_flush = true;
+            s->state = CLOSING;
+            wake(s);
+            break;
+        default:
+            send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL,
+                       "a message a data plane does not send");
+        }
+    }
+    tg_sync_env_free(env);
+}
+
+static void session_free(tg_sync_session_t *s)
+{
+    tg_sync_hub_t *h = s->hub;
+    for (tg_sync_session_t **p = &h->sessions; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    end_inflight(s);
+    while (s->ctl_head) {
+        ctl_frame_t *c = s->ctl_head;
+        s->ctl_head = c->next;
+        free(c->f.buf);
+        free(c);
+    }
+    if (s->handed) {
+        free(s->handed->f.buf);
+        free(s->handed);
+    }
+    free(s);
+}
+
+void tg_sync_session_closed(tg_sync_session_t *s)
+{
+    TG_LOGN(MOD, "data plane %s disconnected", s->node_id);
+    if (s->state == READY) {
+        s->conn = NULL; /* a last status row (last_seen) goes out without the session */
+        s->state = CLOSING;
+    }
+    s->conn = NULL;
+    if (s->jobs == 0) session_free(s);
+}
+
+/* ---------------------------------------------------------------- NOTIFY */
+
+static void listen_close(tg_sync_hub_t *h)
+{
+    if (!h->listen) return;
+    uv_poll_stop(&h->poll);
+    PQfinish(h->listen);
+    h->listen = NULL;
+}
+
+static void on_notify(tg_sync_hub_t *h, const PGnotify *n)
+{
+    h->stats.notifies++;
+    if (strcmp(n->relname, "tollgate_config") == 0) {
+        const char *colon = strchr(n->extra, ':');
+        if (!colon || colon - n->extra != 36) return;
+        char cp_id[37];
+        memcpy(cp_id, n->extra, 36);
+        cp_id[36] = '\0';
+        cp_learn(h, cp_get(h, cp_id), atoll(colon + 1));
+        schedule_cp(h, cp_id);
+    } else if (strcmp(n->relname, "tollgate_cluster") == 0 &&
+               strncmp(n->extra, "revoke:", 7) == 0) {
+        for (tg_sync_session_t *s = h->sessions; s; s = s->next)
+            if (strcmp(s->node_id, n->extra + 7) == 0 && s->conn && s->state != CLOSING)
+                send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_REVOKED,
+                           "this data plane has been revoked");
+    }
+}
+
+static void on_listen_readable(uv_poll_t *p, int status, int events)
+{
+    tg_sync_hub_t *h = p->data;
+    if (status < 0 || !PQconsumeInput(h->listen)) {
+        TG_LOGW(MOD, "LISTEN connection lost: %s", PQerrorMessage(h->listen));
+        listen_close(h);
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(h->listen))) {
+        on_notify(h, n);
+        PQfreemem(n);
+    }
+}
+
+static void versions_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    j->rc = tg_sync_read_versions(db, j->cp_id, &j->latest, &j->oldest, j->err, sizeof(j->err));
+}
+
+static void versions_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    if (finish_job(j) && j->rc == 0) {
+        cp_learn(j->hub, cp_get(j->hub, j->cp_id), j->latest);
+        schedule_cp(j->hub, j->cp_id);
+    }
+    free_job(j);
+}
+
+/* After (re)connecting LISTEN, notifications may have been missed: read each version once. */
+static void catch_up_versions(tg_sync_hub_t *h)
+{
+    for (cp_entry_t *c = h->cps; c; c = c->next) {
+        hub_job_t *j = new_job(h, NULL, versions_run, versions_done);
+        snprintf(j->cp_id, sizeof(j->cp_id), "%s", c->cp_id);
+        tg_workers_submit(h->o.workers, &j->job);
+    }
+}
+
+static void listen_open(tg_sync_hub_t *h)
+{
+    char *conninfo = tg_malloc(strlen(h->o.conninfo) + 32);
+    sprintf(conninfo, "%s connect_timeout=3", h->o.conninfo);
+    h->listen = PQconnectdb(conninfo);
+    free(conninfo);
+    PGresult *r = NULL;
+    if (PQstatus(h->listen) == CONNECTION_OK)
+        r = PQexec(h->listen, "LISTEN tollgate_config; LISTEN tollgate_cluster");
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok || PQsetnonblocking(h->listen, 1) != 0) {
+        TG_LOGW(MOD, "cannot LISTEN for config changes yet: %s", PQerrorMessage(h->listen));
+        PQfinish(h->listen);
+        h->listen = NULL;
+        return;
+    }
+    uv_poll_init(h->o.loop, &h->poll, PQsocket(h->listen));
+    h->poll.data = h;
+    uv_poll_start(&h->poll, UV_READABLE, on_listen_readable);
+    catch_up_versions(h);
+}
+
+/* ---------------------------------------------------------------- the tick */
+
+static void send_heartbeat(tg_sync_session_t *s)
+{
+    cp_entry_t *c = cp_get(s->hub, s->cp_id);
+    Tollgate__Sync__V1__Heartbeat hb = TOLLGATE__SYNC__V1__HEARTBEAT__INIT;
+    hb.has_version = 1;
+    hb.version = c->latest;
+    hb.config_digest = c->snapshot && c->snapshot->to == c->latest ? c->snapshot->digest : "";
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    send_env(s, &env);
+    s->last_beat_ms = now_ms(s->hub);
+}
+
+static void touch_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    j->rc = tg_cluster_nodes_touch(db, j->hub->o.node_id);
+}
+
+static void touch_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    finish_job(j);
+    free_job(j);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    tg_sync_hub_t *h = t->data;
+    uint64_t now = now_ms(h);
+    if (!h->listen && now >= h->listen_retry_ms) {
+        listen_open(h);
+        h->listen_retry_ms = now + LISTEN_RETRY_MS;
+    }
+    if (now >= h->node_touch_ms) {
+        h->node_touch_ms = now + NODE_TOUCH_MS;
+        tg_workers_submit(h->o.workers, &new_job(h, NULL, touch_run, touch_done)->job);
+    }
+    uint64_t silent = (uint64_t)h->o.heartbeat_ms * TG_SYNC_SILENT_INTERVALS;
+    for (tg_sync_session_t *s = h->sessions; s; s = s->next) {
+        if (!s->conn || s->state == CLOSING) continue;
+        if (now - s->last_heard_ms > silent) {
+            send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL,
+                       "no message for three heartbeat intervals");
+            continue;
+        }
+        if (s->state == READY && now - s->last_beat_ms >= h->o.heartbeat_ms) send_heartbeat(s);
+        if (s->status_dirty) write_status(s);
+        if (s->retry_at_ms && now >= s->retry_at_ms) schedule(s);
+    }
+}
+
+/* ---------------------------------------------------------------- the hub */
+
+tg_sync_hub_t *tg_sync_hub_start(const tg_sync_hub_opts_t *opts)
+{
+    tg_sync_hub_t *h = tg_calloc(1, sizeof(*h));
+    h->o = *opts;
+    if (!h->o.heartbeat_ms) h->o.heartbeat_ms = TG_SYNC_HEARTBEAT_MS_DEFAULT;
+    h->next_nonce = uv_hrtime(); /* distinct across restarts */
+    uv_timer_init(h->o.loop, &h->timer);
+    h->timer.data = h;
+    uv_timer_start(&h->timer, on_tick, 0, TICK_MS);
+    return h;
+}
+
+void tg_sync_hub_set_endpoints(tg_sync_hub_t *h, json_t *endpoints)
+{
+    json_decref(h->endpoints);
+    h->endpoints = json_incref(endpoints);
+}
+
+static void free_hub(uv_handle_t *handle)
+{
+    tg_sync_hub_t *h = handle->data;
+    for (cp_entry_t *c = h->cps, *n; c; c = n) {
+        n = c->next;
+        payload_unref(c->snapshot);
+        free(c);
+    }
+    json_decref(h->endpoints);
+    free(h);
+}
+
+void tg_sync_hub_stop(tg_sync_hub_t *h)
+{
+    if (!h) return;
+    h->stopping = true;
+    for (tg_sync_session_t *s = h->sessions; s; s = s->next)
+        if (s->conn) h->o.transport->close(s->conn);
+    listen_close(h);
+    uv_timer_stop(&h->timer);
+    /* sessions are freed by tg_sync_session_closed as the transport closes them; jobs still
+     * queued finish before the workers stop (cp.c stops them after the hub) */
+    uv_close((uv_handle_t *)&h->timer, free_hub);
+}
+
+void tg_sync_hub_get_stats(const tg_sync_hub_t *h, tg_sync_hub_stats_t *out)
+{
+    *out = h->stats;
+}
