@@ -24,10 +24,14 @@ static const struct command {
     {"cp", "migrate", tg_cp_cmd_migrate, "apply pending database migrations"},
     {"cp", "admin-token", tg_cp_cmd_admin_token,
      "create [--name N] | list | revoke ID: admin tokens for the HTTPS Admin API"},
+    {"cp", "token", tg_cp_cmd_token,
+     "create [--control-plane ID] [--ttl 24h] [--uses N] | list | revoke ID: data plane join tokens"},
     {"dp", "start", tg_dp_cmd_start,
      "run a data plane in the foreground (standalone with declarative_config)"},
     {"dp", "reload", tg_dp_cmd_reload,
      "make the running data plane re-read its declarative_config"},
+    {"dp", "join", tg_dp_cmd_join,
+     "HOST:PORT --token T [--ca-hash sha256:H] [--start]: enrol this data plane"},
 };
 
 static void usage(FILE *out)

@@ -195,7 +195,8 @@ static void handle(tg_admin_req_t *r, enum listener listener)
     }
     if (listener == LISTEN_STATUS) {
         if (split == 0 && tg_admin_route_status(r)) return;
-    } else if (split == 0 && (tg_admin_route_info(r) || tg_admin_route_entities(r))) {
+    } else if (split == 0 &&
+               (tg_admin_route_info(r) || tg_admin_route_cluster(r) || tg_admin_route_entities(r))) {
         return;
     }
     tg_admin_reply_message(r, 404, "Not found");

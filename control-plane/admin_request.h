@@ -49,6 +49,8 @@ json_t *tg_admin_body_args(tg_admin_req_t *r, const tg_schema_t *s, const json_t
 int tg_admin_route_entities(tg_admin_req_t *r);
 /* Informational endpoints (admin_info.c): /, /status, /schemas, /endpoints, /tags ... */
 int tg_admin_route_info(tg_admin_req_t *r);
+/* Clustering endpoints (admin_cluster.c): /clustering/join-tokens, /clustering/data-planes. */
+int tg_admin_route_cluster(tg_admin_req_t *r);
 /* status_listen endpoints: /status, /status/ready, /metrics. */
 int tg_admin_route_status(tg_admin_req_t *r);
 /* The list of endpoint templates, for GET /endpoints (new reference). */

@@ -4,6 +4,9 @@
  * clean shutdown on SIGINT/SIGTERM), migrate, and admin-token.
  */
 #include "cp.h"
+#include "cluster_ca.h"
+#include "cluster_server.h"
+#include "join.h"
 #include "admin.h"
 #include "alloc.h"
 #include "config.h"
@@ -40,6 +43,8 @@ typedef struct cp_state {
     uv_timer_t purge_timer;
     tg_job_t purge_job;
     bool purge_running;
+    tg_cluster_ca_t *ca;
+    tg_cluster_server_t *cluster;
 } cp_state_t;
 
 /* ---------------------------------------------------------------- database bootstrap */
@@ -227,6 +232,64 @@ static int start_status(cp_state_t *cp)
 
 /* ---------------------------------------------------------------- timers and signals */
 
+/* The names this node's cluster certificate is valid for: what DPs may dial. */
+static size_t cluster_names(const char *hostname, const char *advertise, char names[][256],
+                            size_t cap)
+{
+    size_t n = 0;
+    const char *fixed[] = {hostname, "localhost", "127.0.0.1", "::1"};
+    for (size_t i = 0; i < 4 && n < cap; i++)
+        if (fixed[i][0]) snprintf(names[n++], 256, "%s", fixed[i]);
+    char host[256] = "";
+    size_t alen = strlen(advertise);
+    if (alen < sizeof(host)) memcpy(host, advertise, alen + 1);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = '\0';
+    if (host[0] == '[') memmove(host, host + 1, strlen(host)); /* [v6]:port */
+    char *bracket = strchr(host, ']');
+    if (bracket) *bracket = '\0';
+    if (host[0] && n < cap) snprintf(names[n++], 256, "%s", host);
+    const char *extra = tg_config_get(TG_CONF_cluster_server_names);
+    while (extra && *extra && n < cap) {
+        size_t len = strcspn(extra, ", ");
+        if (len) snprintf(names[n++], 256, "%.*s", (int)len, extra);
+        extra += len;
+        extra += strspn(extra, ", ");
+    }
+    return n;
+}
+
+/* The cluster CA (created on the first start of any node), this node's registration, and the
+ * listener for joins and sync. */
+static int start_cluster(cp_state_t *cp, tg_db_t *db)
+{
+    if (tg_cluster_ca_ensure(db, cp->admin.keyring, &cp->ca) != 0) {
+        TG_LOGE("cp", "cannot load or create the cluster CA");
+        return -TG_EDB;
+    }
+    char advertise[300];
+    tg_cluster_advertise(advertise, sizeof(advertise));
+    tg_cluster_nodes_register(db, cp->admin.node_id, advertise, cp->admin.hostname);
+    char names[12][256];
+    size_t n = cluster_names(cp->admin.hostname, advertise, names, 12);
+    const char *ptrs[12];
+    for (size_t i = 0; i < n; i++) ptrs[i] = names[i];
+    tg_cluster_server_opts_t o = {.loop = &cp->loop,
+                                  .workers = cp->admin.workers,
+                                  .ca = cp->ca,
+                                  .conninfo = cp->conninfo,
+                                  .node_id = cp->admin.node_id,
+                                  .listen = tg_config_get(TG_CONF_cluster_listen),
+                                  .names = ptrs,
+                                  .nnames = n};
+    cp->cluster = tg_cluster_server_start(&o);
+    if (!cp->cluster) return -TG_ESYS;
+    json_t *endpoints = tg_cluster_nodes_endpoints(db);
+    tg_cluster_server_set_endpoints(cp->cluster, endpoints);
+    json_decref(endpoints);
+    return 0;
+}
+
 static void purge_run(tg_job_t *job, tg_db_t *db)
 {
     cp_state_t *cp = (cp_state_t *)((char *)job - offsetof(cp_state_t, purge_job));
@@ -256,6 +319,8 @@ static void on_purge_timer(uv_timer_t *t)
 /* Closes listeners, timers and signal handles, then stops the workers (they finish queued jobs). */
 static void shutdown_loop(cp_state_t *cp)
 {
+    tg_cluster_server_stop(cp->cluster); /* before the workers: its jobs finish as they stop */
+    cp->cluster = NULL;
     for (int i = 0; i < cp->nservers; i++) tg_http_server_close(cp->servers[i]);
     cp->nservers = 0;
     uv_handle_t *handles[] = {(uv_handle_t *)&cp->purge_timer, (uv_handle_t *)&cp->sigint,
@@ -329,6 +394,7 @@ int tg_cp_cmd_start(int argc, char **argv)
         cp.admin.workers = tg_workers_start(&cp.loop, (int)pool, cp.conninfo);
         rc = start_admin(&cp);
         if (!rc) rc = start_status(&cp);
+        if (!rc) rc = start_cluster(&cp, &db);
         if (rc) shutdown_loop(&cp);
     }
     if (!rc) {
@@ -346,6 +412,7 @@ int tg_cp_cmd_start(int argc, char **argv)
     uv_run(&cp.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     uv_loop_close(&cp.loop);
     if (cp.admin_ssl) SSL_CTX_free(cp.admin_ssl);
+    tg_cluster_ca_free(cp.ca);
     teardown(&cp, &db);
     TG_LOGN("cp", "stopped");
     return rc;

@@ -11,5 +11,7 @@
 int tg_cp_cmd_start(int argc, char **argv);
 int tg_cp_cmd_migrate(int argc, char **argv);
 int tg_cp_cmd_admin_token(int argc, char **argv);
+/* `cp token create | list | revoke`: join tokens for data planes (cp_token.c). */
+int tg_cp_cmd_token(int argc, char **argv);
 
 #endif

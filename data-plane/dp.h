@@ -19,4 +19,12 @@ int tg_dp_cmd_start(int argc, char **argv);
 /* `tollgate dp reload`: asks the running data plane of this prefix to reload (SIGHUP). */
 int tg_dp_cmd_reload(int argc, char **argv);
 
+/*
+ * `tollgate dp join HOST:PORT --token T [--ca-hash sha256:H] [--start]` (dp_join.c): enrols
+ * this data plane with a control plane and writes its key, certificate, the cluster CA and
+ * the CP endpoints under <prefix>/cluster/. An already enrolled prefix is left alone. With
+ * --start, then runs the data plane as `dp start` does.
+ */
+int tg_dp_cmd_join(int argc, char **argv);
+
 #endif

@@ -28,7 +28,8 @@
     XX(CONFIG, 15, "invalid configuration")                                                        \
     XX(UNSUPPORTED, 16, "not supported")                                                           \
     XX(CONFLICT, 17, "conflicting update")                                                         \
-    XX(SYS, 18, "system call failed")
+    XX(SYS, 18, "system call failed")                                                              \
+    XX(PERM, 19, "not permitted")
 
 enum tg_errno {
 #define XX(name, num, msg) TG_E##name = (num),

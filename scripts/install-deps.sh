@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
   libuv1-dev libssl-dev libpq-dev libjansson-dev libyaml-dev libpcre2-dev
-  liblmdb-dev libwebsockets-dev libwebsockets-evlib-uv libprotobuf-c-dev protobuf-c-compiler libnng-dev
+  liblmdb-dev libwebsockets-dev libwebsockets-evlib-uv libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf libnng-dev
   libcmocka-dev
   postgresql postgresql-contrib
   python3 python3-pytest python3-requests python3-psycopg2
