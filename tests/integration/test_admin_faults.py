@@ -404,7 +404,8 @@ def test_sigterm_under_write_load_loses_no_acknowledged_write(cp_factory, pg_ser
     assert not odd, f"unexpected answers during shutdown: {odd[:5]}"
     assert len(acked) >= 80
 
-    again = cp_factory(database=node.database, name="faults-sigterm-load-2")
+    again = cp_factory(database=node.database, name="faults-sigterm-load-2",
+                       env=node.keyring_env())
     present = consumers_by_name(again.admin)
     lost = sorted(acked - set(present))
     assert not lost, f"{len(lost)} acknowledged writes lost across SIGTERM: {lost[:10]}"

@@ -154,6 +154,12 @@ class CpProcess:
         self.admin.close()
         return kill_processes_under(self.prefix)
 
+    def keyring_env(self):
+        """The environment another CP node of this cluster needs: the same keyring key (every
+        node sharing a database must have it, or the cluster CA and keys stay sealed)."""
+        with open(os.path.join(self.prefix, "keyring.key")) as f:
+            return {"TOLLGATE_KEYRING_KEY": f.read().strip()}
+
     def run_cli(self, *args, input=None, timeout=60, env=None):
         """Runs `tollgate <args>` with this CP's configuration; returns the CompletedProcess."""
         full_env = dict(self.env, **(env or {}))
