@@ -33,6 +33,7 @@ struct tg_cluster_server {
     json_t *endpoints;
     char *cert_pem, *key_pem;
     const char *ca_pem;
+    bool stopped;
 };
 
 /* ---------------------------------------------------------------- join requests */
@@ -460,9 +461,17 @@ void tg_cluster_server_set_endpoints(tg_cluster_server_t *cs, json_t *endpoints)
 
 void tg_cluster_server_stop(tg_cluster_server_t *cs)
 {
-    if (!cs) return;
+    if (!cs || cs->stopped) return;
+    cs->stopped = true;
     tg_sync_hub_stop(cs->hub);
+    /* on a foreign loop the first call closes lws's handles; the loop must then run */
     lws_context_destroy(cs->ctx);
+}
+
+void tg_cluster_server_free(tg_cluster_server_t *cs)
+{
+    if (!cs) return;
+    lws_context_destroy(cs->ctx); /* the loop has run: this call finishes the destruction */
     json_decref(cs->endpoints);
     free(cs->cert_pem);
     free(cs->key_pem);

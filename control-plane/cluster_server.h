@@ -38,5 +38,7 @@ tg_sync_hub_t *tg_cluster_server_hub(tg_cluster_server_t *cs);
 void tg_cluster_server_set_endpoints(tg_cluster_server_t *cs, json_t *endpoints);
 /* Closes every connection and the listener; the loop must run afterwards to finish closing. */
 void tg_cluster_server_stop(tg_cluster_server_t *cs);
+/* Frees it once the loop has finished closing what stop closed. */
+void tg_cluster_server_free(tg_cluster_server_t *cs);
 
 #endif

@@ -320,7 +320,6 @@ static void on_purge_timer(uv_timer_t *t)
 static void shutdown_loop(cp_state_t *cp)
 {
     tg_cluster_server_stop(cp->cluster); /* before the workers: its jobs finish as they stop */
-    cp->cluster = NULL;
     for (int i = 0; i < cp->nservers; i++) tg_http_server_close(cp->servers[i]);
     cp->nservers = 0;
     uv_handle_t *handles[] = {(uv_handle_t *)&cp->purge_timer, (uv_handle_t *)&cp->sigint,
@@ -412,6 +411,7 @@ int tg_cp_cmd_start(int argc, char **argv)
     uv_run(&cp.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     uv_loop_close(&cp.loop);
     if (cp.admin_ssl) SSL_CTX_free(cp.admin_ssl);
+    tg_cluster_server_free(cp.cluster);
     tg_cluster_ca_free(cp.ca);
     teardown(&cp, &db);
     TG_LOGN("cp", "stopped");
