@@ -126,7 +126,7 @@ typedef struct hub_job {
     tg_sync_payload_t *payload;
     int64_t latest, oldest;
     char *csr, *cert;
-    char *sql_params[10];
+    char *sql_params[11]; /* the status UPDATE's parameters */
 } hub_job_t;
 
 static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s, void (*run)(tg_job_t *, tg_db_t *),
