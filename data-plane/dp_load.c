@@ -8,6 +8,7 @@
 #include "error.h"
 #include "log.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,9 @@ int tg_dp_load_declarative(tg_store_t *store, const char *path, const tg_generat
     /* content the store already holds (a restart) keeps its version */
     if (rc == 0 && !same) rc = replace_store(store, entities, info.version + 1);
     json_decref(entities);
+    /* The parse trees of a big file (gigabytes at a million keys) end up in malloc's free
+     * lists, fragmented, and would stay in the DP's memory for good: give them back. */
+    malloc_trim(0);
     if (rc != 0) {
         tg_generation_unref(g);
         return rc < 0 ? rc : -TG_ECONFIG;

@@ -10,7 +10,7 @@
  *     tg_req_release(&req);
  *     tg_identity_store_end(&ids);   // drops every JSON handed out for this request
  *
- * Each lookup is one short read (tg_store_read_begin, look up, json_loadb of the view,
+ * Each lookup is one short read (tg_store_read_begin, look up the entity as a JSON value,
  * tg_store_read_end), so no read is ever held across a return to the event loop. The JSON
  * handed out is owned by this object (a reference) until tg_identity_store_end;
  * tg_req_set_consumer may point at it for the request's lifetime. Callers only read it.
@@ -20,8 +20,10 @@
  * parsed answer of recent lookups (credential by digest, consumer by id or username) with
  * the store snapshot it was read from, and hands it out again only while no write has been
  * committed to the store since (tg_store_last_txn): any config change, to any entity, makes
- * the next lookup read the store again. Answers "not found" are not cached. Bounded: one
- * entry per slot, replaced on collision; a replaced value lives on while requests hold it.
+ * the next lookup read the store again. A credential read from the store brings its
+ * consumer into the cache from the same read, since key-auth asks for it next. Answers "not
+ * found" are not cached. Bounded: one entry per slot, replaced on collision; a replaced value
+ * lives on while requests hold it.
  *
  * Threads: the store object, its cache and its reader belong to the request's worker thread.
  * The reader is borrowed and must outlive the object; it must not have a read open during a

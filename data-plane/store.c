@@ -3,114 +3,40 @@
  *
  * Map growth against readers: mdb_env_set_mapsize remaps the file, so it may only run while
  * no transaction is open anywhere in the process (LMDB does not check). Readers announce
- * themselves in one of READER_SLOTS counters, each on its own cache line so workers do not
- * contend (a "big reader" lock), and back off while `resizing` is set; the grower sets
+ * themselves in one of STORE_READER_SLOTS counters, each on its own cache line so workers do
+ * not contend (a "big reader" lock), and back off while `resizing` is set; the grower sets
  * `resizing`, waits for every counter to drain, remaps and clears it. Both sides use
  * sequentially consistent atomics, so either the reader sees the flag or the grower sees
  * the count. Growth is rare (the map doubles) and a remap takes microseconds.
  *
- * Index entries are removed only when they still point at the entity being changed: inside
- * one delta a key can move from one entity to another (two credentials swapping keys, a
- * username freed and taken), and the newer owner's entry must survive the older one's update.
+ * Writing one change is store_write.c; snapshots are store_bulk.c; records store_record.c.
  */
-#include "store.h"
 #include "alloc.h"
-#include "config_digest.h"
-#include "crypto.h"
 #include "error.h"
 #include "log.h"
-#include "schema.h"
-
-#include <lmdb.h>
+#include "store_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MOD "store"
-#define STORE_FORMAT 1
-#define MAX_TYPES 16
-#define MAX_TYPE_INDEXES 4
+#define MOD TG_STORE_MOD
+/* 2: consumers and credentials as records, credentials keyed by digest (store.h). */
+#define STORE_FORMAT 2
 #define MAX_DBS 32
 /* Each reader holds an LMDB lock-table slot for its lifetime: one per worker plus a few. */
 #define MAX_READERS 1024
-#define READER_SLOTS 64
-#define GROW_RETRIES 3
-#define ID_MAX 255
-/* Longer index strings are keyed by 0xff || SHA-256 (never valid UTF-8, so no clash). */
-#define INDEX_STR_MAX 128
-#define SNAPSHOT_HEADROOM ((size_t)16 << 20)
-
-struct index_def {
-    const char *db_name;
-    const char *type;
-    const char *field;
-    bool digest32; /* 64 hex digits, stored as 32 raw bytes */
-    bool required;
-};
-
-static const struct index_def index_defs[] = {
-    {"idx:keyauth_credentials.key_digest", "keyauth_credentials", "key_digest", true, true},
-    {"idx:consumers.username", "consumers", "username", false, false},
-    {"idx:consumers.custom_id", "consumers", "custom_id", false, false},
-};
-#define N_INDEXES (sizeof index_defs / sizeof index_defs[0])
-enum { IDX_KEY_DIGEST, IDX_USERNAME, IDX_CUSTOM_ID };
-
-struct type_db {
-    const tg_schema_t *schema;
-    MDB_dbi dbi;
-    unsigned idx[MAX_TYPE_INDEXES];
-    unsigned n_idx;
-};
-
-struct reader_slot {
-    _Alignas(64) atomic_ulong n;
-};
-
-struct tg_store {
-    struct reader_slot slots[READER_SLOTS];
-    atomic_bool resizing;
-    atomic_uint next_slot;
-    MDB_env *env;
-    size_t map_size;
-    struct type_db types[MAX_TYPES];
-    size_t n_types;
-    MDB_dbi index_dbi[N_INDEXES];
-    MDB_dbi meta;
-    tg_store_snapshot_t *snapshot;
-};
-
-/* An index key as stored. */
-struct ikey {
-    bool present;
-    size_t len;
-    uint8_t buf[INDEX_STR_MAX];
-};
-
-/* A write transaction in progress and the digest it maintains. */
-struct wtx {
-    tg_store_t *s;
-    MDB_txn *txn;
-    tg_config_digest_t digest;
-};
-
-struct tg_store_snapshot {
-    struct wtx w;
-    int failed;
-};
 
 /* ------------------------------------------------------------------ errors */
 
 /* Maps an LMDB code to ours, logging the ones that mean something is broken. */
-static int lmdb_err(int rc, const char *what)
+int store_lmdb_err(int rc, const char *what)
 {
     if (rc == MDB_NOTFOUND) return -TG_ENOTFOUND;
     if (rc == MDB_MAP_FULL) return -TG_ETOOBIG;
@@ -118,15 +44,14 @@ static int lmdb_err(int rc, const char *what)
     return rc == MDB_BAD_VALSIZE ? -TG_EINVAL : -TG_EIO;
 }
 
-static void err_reset(tg_store_error_t *err)
+void store_err_reset(tg_store_error_t *err)
 {
     if (!err) return;
     err->index = SIZE_MAX;
     err->message[0] = '\0';
 }
 
-__attribute__((format(printf, 4, 5))) static int fail(tg_store_error_t *err, size_t index, int code,
-                                                      const char *fmt, ...)
+int store_fail(tg_store_error_t *err, size_t index, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -139,7 +64,7 @@ __attribute__((format(printf, 4, 5))) static int fail(tg_store_error_t *err, siz
 }
 
 /* Gives every failure a message, so a NACK never goes out empty. */
-static int fail_default(tg_store_error_t *err, int rc)
+int store_fail_default(tg_store_error_t *err, int rc)
 {
     if (rc && err && !err->message[0])
         snprintf(err->message, sizeof err->message, "%s",
@@ -167,18 +92,18 @@ static void readers_exit(tg_store_t *s, unsigned slot)
 
 /* Doubles the map (at least to min_size) once every open read has ended. Writer thread only,
  * with no write transaction open. */
-static int grow(tg_store_t *s, size_t min_size)
+int store_grow(tg_store_t *s, size_t min_size)
 {
     size_t size = s->map_size * 2;
     while (size < min_size)
         size *= 2;
     atomic_store(&s->resizing, true);
-    for (unsigned i = 0; i < READER_SLOTS; i++)
+    for (unsigned i = 0; i < STORE_READER_SLOTS; i++)
         while (atomic_load(&s->slots[i].n) != 0)
             sched_yield();
     int rc = mdb_env_set_mapsize(s->env, size);
     atomic_store(&s->resizing, false);
-    if (rc) return lmdb_err(rc, "mdb_env_set_mapsize");
+    if (rc) return store_lmdb_err(rc, "mdb_env_set_mapsize");
     MDB_envinfo info;
     mdb_env_info(s->env, &info);
     s->map_size = info.me_mapsize;
@@ -186,9 +111,9 @@ static int grow(tg_store_t *s, size_t min_size)
     return 0;
 }
 
-/* ------------------------------------------------------------------ keys and meta */
+/* ------------------------------------------------------------------ types and meta */
 
-static struct type_db *type_find(tg_store_t *s, const char *name)
+const struct type_db *store_type_find(const tg_store_t *s, const char *name)
 {
     if (!name) return NULL;
     for (size_t i = 0; i < s->n_types; i++)
@@ -196,59 +121,19 @@ static struct type_db *type_find(tg_store_t *s, const char *name)
     return NULL;
 }
 
-static void ikey_string(const char *str, size_t n, struct ikey *k)
-{
-    k->present = n > 0; /* LMDB has no empty keys, and nobody looks up an empty name */
-    if (n <= INDEX_STR_MAX) {
-        memcpy(k->buf, str, n);
-        k->len = n;
-        return;
-    }
-    k->buf[0] = 0xff;
-    tg_sha256(str, n, k->buf + 1);
-    k->len = 1 + TG_SHA256_LEN;
-}
-
-/* Reads an index field of an entity into k; -TG_EINVAL when it is malformed. */
-static int ikey_from_entity(const struct index_def *d, const json_t *e, struct ikey *k)
-{
-    const json_t *v = json_object_get(e, d->field);
-    k->present = false;
-    if (!v || json_is_null(v)) return d->required ? -TG_EINVAL : 0;
-    if (!json_is_string(v)) return -TG_EINVAL;
-    const char *str = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (!d->digest32) {
-        ikey_string(str, n, k);
-        return 0;
-    }
-    tg_config_digest_t raw;
-    if (n != TG_CONFIG_DIGEST_HEX_LEN || tg_config_digest_from_hex(str, &raw) != 0)
-        return -TG_EINVAL;
-    memcpy(k->buf, raw.sum, TG_SHA256_LEN);
-    k->len = TG_SHA256_LEN;
-    k->present = true;
-    return 0;
-}
-
-static bool ikey_eq(const struct ikey *a, const struct ikey *b)
-{
-    return a->present == b->present && a->len == b->len && memcmp(a->buf, b->buf, a->len) == 0;
-}
-
 static int meta_get(MDB_txn *txn, const tg_store_t *s, const char *key, MDB_val *v)
 {
     MDB_val k = {strlen(key), (void *)key};
     int rc = mdb_get(txn, s->meta, &k, v);
-    return rc ? lmdb_err(rc, "mdb_get meta") : 0;
+    return rc ? store_lmdb_err(rc, "mdb_get meta") : 0;
 }
 
-static int meta_put(MDB_txn *txn, const tg_store_t *s, const char *key, const void *data,
-                    size_t len)
+int store_meta_put(MDB_txn *txn, const tg_store_t *s, const char *key, const void *data,
+                   size_t len)
 {
     MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)data};
     int rc = mdb_put(txn, s->meta, &k, &v, 0);
-    return rc ? lmdb_err(rc, "mdb_put meta") : 0;
+    return rc ? store_lmdb_err(rc, "mdb_put meta") : 0;
 }
 
 /* The applied version (big-endian int64 in meta); 0 and !loaded on a fresh store. */
@@ -289,13 +174,14 @@ static int meta_digest(MDB_txn *txn, const tg_store_t *s, tg_config_digest_t *d)
 
 /* ------------------------------------------------------------------ write transactions */
 
-static int wtx_begin(tg_store_t *s, struct wtx *w)
+int store_wtx_begin(tg_store_t *s, struct wtx *w)
 {
     w->s = s;
+    w->set = &s->sets[s->active];
     int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
     if (rc) {
         w->txn = NULL;
-        return lmdb_err(rc, "mdb_txn_begin");
+        return store_lmdb_err(rc, "mdb_txn_begin");
     }
     rc = meta_digest(w->txn, s, &w->digest);
     if (rc) {
@@ -305,337 +191,81 @@ static int wtx_begin(tg_store_t *s, struct wtx *w)
     return rc;
 }
 
-static void wtx_abort(struct wtx *w)
+void store_wtx_abort(struct wtx *w)
 {
     if (w->txn) mdb_txn_abort(w->txn);
     w->txn = NULL;
 }
 
 /* Records version and digest and commits; the transaction is gone either way. */
-static int wtx_commit(struct wtx *w, int64_t version)
+int store_wtx_commit(struct wtx *w, int64_t version)
 {
     uint8_t be[8];
     for (int i = 0; i < 8; i++)
         be[i] = (uint8_t)((uint64_t)version >> (56 - 8 * i));
-    int rc = meta_put(w->txn, w->s, "version", be, sizeof be);
-    if (rc == 0) rc = meta_put(w->txn, w->s, "digest", w->digest.sum, sizeof w->digest.sum);
+    int rc = store_meta_put(w->txn, w->s, "version", be, sizeof be);
+    if (rc == 0) rc = store_meta_put(w->txn, w->s, "digest", w->digest.sum, sizeof w->digest.sum);
     if (rc) {
-        wtx_abort(w);
+        store_wtx_abort(w);
         return rc;
     }
     rc = mdb_txn_commit(w->txn);
     w->txn = NULL;
-    return rc ? lmdb_err(rc, "mdb_txn_commit") : 0;
+    return rc ? store_lmdb_err(rc, "mdb_txn_commit") : 0;
 }
 
-/* ------------------------------------------------------------------ applying one change */
+/* ------------------------------------------------------------------ deltas */
 
-/* The stored version of (t, id): takes its hash out of the digest, collects its index keys. */
-static int take_old(struct wtx *w, const struct type_db *t, tg_str_t id, struct ikey *keys,
-                    bool *found)
-{
-    MDB_val k = {id.len, (void *)id.p}, v;
-    *found = false;
-    for (unsigned j = 0; j < t->n_idx; j++)
-        keys[j].present = false;
-    int rc = mdb_get(w->txn, t->dbi, &k, &v);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc) return lmdb_err(rc, "mdb_get");
-    *found = true;
-    uint8_t h[TG_CONFIG_DIGEST_LEN];
-    tg_config_digest_entity_raw(tg_str_from(t->schema->name), id, (tg_str_t){v.mv_data, v.mv_size},
-                                h);
-    tg_config_digest_sub(&w->digest, h);
-    if (t->n_idx == 0) return 0;
-    /* Parsed before any write: a put may move the page v points into. */
-    json_t *old = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-    if (!old) {
-        TG_LOGE(MOD, "stored %s %.*s is not JSON", t->schema->name, (int)id.len, id.p);
-        return -TG_EIO;
-    }
-    for (unsigned j = 0; j < t->n_idx; j++)
-        (void)ikey_from_entity(&index_defs[t->idx[j]], old, &keys[j]); /* checked when stored */
-    json_decref(old);
-    return 0;
-}
-
-/* Deletes an index entry unless another entity has taken the key since (see file comment). */
-static int index_remove(struct wtx *w, unsigned idx, const struct ikey *key, tg_str_t id)
-{
-    MDB_val k = {key->len, (void *)key->buf}, v;
-    int rc = mdb_get(w->txn, w->s->index_dbi[idx], &k, &v);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc) return lmdb_err(rc, "mdb_get index");
-    if (v.mv_size != id.len || memcmp(v.mv_data, id.p, id.len) != 0) return 0;
-    rc = mdb_del(w->txn, w->s->index_dbi[idx], &k, NULL);
-    return rc ? lmdb_err(rc, "mdb_del index") : 0;
-}
-
-static int index_update(struct wtx *w, unsigned idx, const struct ikey *old, const struct ikey *new,
-                        tg_str_t id)
-{
-    int rc;
-    if (old->present && !ikey_eq(old, new) && (rc = index_remove(w, idx, old, id)) != 0) return rc;
-    if (!new->present) return 0;
-    MDB_val k = {new->len, (void *)new->buf}, v = {id.len, (void *)id.p};
-    rc = mdb_put(w->txn, w->s->index_dbi[idx], &k, &v, 0);
-    return rc ? lmdb_err(rc, "mdb_put index") : 0;
-}
-
-static int put_entity(struct wtx *w, const struct type_db *t, tg_str_t id, const json_t *e,
-                      const struct ikey *old_keys, const struct ikey *new_keys)
-{
-    size_t len = 0;
-    char *canon = tg_config_digest_canonical(e, &len);
-    MDB_val k = {id.len, (void *)id.p}, v = {len, canon};
-    int rc = mdb_put(w->txn, t->dbi, &k, &v, 0);
-    if (rc == 0) {
-        uint8_t h[TG_CONFIG_DIGEST_LEN];
-        tg_config_digest_entity_raw(tg_str_from(t->schema->name), id, (tg_str_t){canon, len}, h);
-        tg_config_digest_add(&w->digest, h);
-    }
-    free(canon);
-    if (rc) return lmdb_err(rc, "mdb_put");
-    for (unsigned j = 0; j < t->n_idx; j++)
-        if ((rc = index_update(w, t->idx[j], &old_keys[j], &new_keys[j], id)) != 0) return rc;
-    return 0;
-}
-
-static int delete_entity(struct wtx *w, const struct type_db *t, tg_str_t id,
-                         const struct ikey *old_keys)
-{
-    MDB_val k = {id.len, (void *)id.p};
-    int rc = mdb_del(w->txn, t->dbi, &k, NULL);
-    if (rc) return lmdb_err(rc, "mdb_del");
-    for (unsigned j = 0; j < t->n_idx; j++)
-        if (old_keys[j].present && (rc = index_remove(w, t->idx[j], &old_keys[j], id)) != 0)
-            return rc;
-    return 0;
-}
-
-/* Refuses plaintext secrets and malformed index fields; fills the new index keys. */
-static int check_entity(const struct type_db *t, const json_t *e, struct ikey *keys, size_t i,
+static int apply_change(struct wtx *w, const tg_store_change_t *c, size_t i, struct prepared *p,
                         tg_store_error_t *err)
 {
-    const char *type = t->schema->name;
-    for (const tg_field_t *f = t->schema->fields; f->name; f++) {
-        const json_t *v = json_object_get(e, f->name);
-        if ((f->flags & TG_F_SECRET) && v && !json_is_null(v))
-            return fail(err, i, -TG_EINVAL, "%s: plaintext '%s' must not reach the data plane",
-                        type, f->name);
-    }
-    for (unsigned j = 0; j < t->n_idx; j++) {
-        const struct index_def *d = &index_defs[t->idx[j]];
-        if (ikey_from_entity(d, e, &keys[j]) != 0)
-            return fail(err, i, -TG_EINVAL, "%s: invalid '%s'", type, d->field);
-    }
-    return 0;
-}
-
-static int check_change(const struct type_db *t, const tg_store_change_t *c, size_t i,
-                        tg_store_error_t *err, tg_str_t *id, struct ikey *keys)
-{
-    const char *type = t->schema->name, *cid = c->id;
-    if (c->op == TG_STORE_UPSERT) {
-        if (!json_is_object(c->entity))
-            return fail(err, i, -TG_EINVAL, "%s upsert without an entity object", type);
-        const char *eid = json_string_value(json_object_get(c->entity, "id"));
-        if (!eid) return fail(err, i, -TG_EINVAL, "%s entity without a string id", type);
-        if (!cid) cid = eid;
-        if (strcmp(cid, eid) != 0)
-            return fail(err, i, -TG_EINVAL, "%s %s carries entity id %s", type, cid, eid);
-        int rc = check_entity(t, c->entity, keys, i, err);
-        if (rc) return rc;
-    } else if (c->op != TG_STORE_DELETE) {
-        return fail(err, i, -TG_EINVAL, "%s: unknown operation %d", type, (int)c->op);
-    }
-    if (!cid || !*cid || strlen(cid) > ID_MAX)
-        return fail(err, i, -TG_EINVAL, "%s: missing or oversized id", type);
-    *id = tg_str_from(cid);
-    return 0;
-}
-
-static int apply_change(struct wtx *w, const tg_store_change_t *c, size_t i, tg_store_error_t *err)
-{
-    const struct type_db *t = type_find(w->s, c->type);
-    if (!t) return fail(err, i, -TG_EINVAL, "unknown entity type '%s'", c->type ? c->type : "");
-    tg_str_t id = TG_STR_NULL;
-    struct ikey new_keys[MAX_TYPE_INDEXES], old_keys[MAX_TYPE_INDEXES];
-    bool found = false;
-    int rc = check_change(t, c, i, err, &id, new_keys);
-    if (rc) return rc;
-    rc = take_old(w, t, id, old_keys, &found);
-    if (rc == 0 && c->op == TG_STORE_DELETE)
-        rc = found ? delete_entity(w, t, id, old_keys) : 0;
-    else if (rc == 0)
-        rc = put_entity(w, t, id, c->entity, old_keys, new_keys);
+    int rc = store_prepare(w->s, c, i, p, err);
+    if (rc == 0) rc = store_apply_prepared(w, p);
+    store_prepared_release(p);
     /* Storage failures name the change too, for the NACK. */
     if (rc && err && err->index == SIZE_MAX) err->index = i;
     return rc;
 }
 
-/* ------------------------------------------------------------------ deltas */
-
 static int apply_once(tg_store_t *s, int64_t from, int64_t to, const tg_store_change_t *changes,
                       size_t n, tg_store_error_t *err)
 {
     struct wtx w;
-    int rc = wtx_begin(s, &w);
+    int rc = store_wtx_begin(s, &w);
     if (rc) return rc;
     int64_t have;
     bool loaded;
     rc = meta_version(w.txn, s, &have, &loaded);
     if (rc == 0 && have != from)
-        rc = fail(err, SIZE_MAX, -TG_ECONFLICT,
-                  "delta from version %" PRId64 " but version %" PRId64 " is applied", from, have);
+        rc = store_fail(err, SIZE_MAX, -TG_ECONFLICT,
+                        "delta from version %" PRId64 " but version %" PRId64 " is applied", from,
+                        have);
+    struct prepared *p = tg_malloc(sizeof *p); /* a few KiB: not on a worker's stack */
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = apply_change(&w, &changes[i], i, err);
-    if (rc == 0) return wtx_commit(&w, to);
-    wtx_abort(&w);
+        rc = apply_change(&w, &changes[i], i, p, err);
+    free(p);
+    if (rc == 0) return store_wtx_commit(&w, to);
+    store_wtx_abort(&w);
     return rc;
 }
 
 int tg_store_apply(tg_store_t *s, int64_t from_version, int64_t to_version,
                    const tg_store_change_t *changes, size_t n, tg_store_error_t *err)
 {
-    err_reset(err);
+    store_err_reset(err);
     if (!s || (n > 0 && !changes)) return -TG_EINVAL;
     if (to_version <= from_version)
-        return fail(err, SIZE_MAX, -TG_EINVAL,
-                    "delta to version %" PRId64 " does not follow version %" PRId64, to_version,
-                    from_version);
-    if (s->snapshot) return fail(err, SIZE_MAX, -TG_EINVAL, "a snapshot is being loaded");
+        return store_fail(err, SIZE_MAX, -TG_EINVAL,
+                          "delta to version %" PRId64 " does not follow version %" PRId64,
+                          to_version, from_version);
+    if (s->snapshot) return store_fail(err, SIZE_MAX, -TG_EINVAL, "a snapshot is being loaded");
     int rc;
     for (int tries = 0;; tries++) {
         rc = apply_once(s, from_version, to_version, changes, n, err);
-        if (rc != -TG_ETOOBIG || tries == GROW_RETRIES || grow(s, 0) != 0) break;
-        err_reset(err);
+        if (rc != -TG_ETOOBIG || tries == STORE_GROW_RETRIES || store_grow(s, 0) != 0) break;
+        store_err_reset(err);
     }
-    return fail_default(err, rc);
-}
-
-/* ------------------------------------------------------------------ snapshots */
-
-/* A snapshot rewrites everything while the old pages stay referenced until it commits, so it
- * needs about twice the used size: growing up front beats failing halfway through a stream. */
-static int reserve_for_snapshot(tg_store_t *s)
-{
-    MDB_envinfo info;
-    MDB_stat st;
-    mdb_env_info(s->env, &info);
-    mdb_env_stat(s->env, &st);
-    size_t need = 2 * (info.me_last_pgno + 1) * (size_t)st.ms_psize + SNAPSHOT_HEADROOM;
-    return s->map_size >= need ? 0 : grow(s, need);
-}
-
-static int clear_all(struct wtx *w)
-{
-    tg_store_t *s = w->s;
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < s->n_types; i++)
-        rc = mdb_drop(w->txn, s->types[i].dbi, 0);
-    for (size_t i = 0; rc == 0 && i < N_INDEXES; i++)
-        rc = mdb_drop(w->txn, s->index_dbi[i], 0);
-    memset(&w->digest, 0, sizeof w->digest);
-    return rc ? lmdb_err(rc, "mdb_drop") : 0;
-}
-
-int tg_store_snapshot_begin(tg_store_t *s, tg_store_snapshot_t **out)
-{
-    if (!s || !out || s->snapshot) return -TG_EINVAL;
-    int rc = reserve_for_snapshot(s);
-    if (rc) return rc;
-    tg_store_snapshot_t *snap = tg_calloc(1, sizeof *snap);
-    rc = wtx_begin(s, &snap->w);
-    if (rc == 0) rc = clear_all(&snap->w);
-    if (rc) {
-        wtx_abort(&snap->w);
-        free(snap);
-        return rc;
-    }
-    s->snapshot = snap;
-    *out = snap;
-    return 0;
-}
-
-/* Kills the snapshot; a full map is grown so that the caller's next attempt fits. */
-static int snapshot_fail(tg_store_snapshot_t *snap, int rc)
-{
-    wtx_abort(&snap->w);
-    if (rc == -TG_ETOOBIG && grow(snap->w.s, 0) == 0) rc = -TG_EAGAIN;
-    snap->failed = rc;
-    return rc;
-}
-
-int tg_store_snapshot_put(tg_store_snapshot_t *snap, const tg_store_change_t *entities, size_t n,
-                          tg_store_error_t *err)
-{
-    err_reset(err);
-    if (!snap || (n > 0 && !entities)) return -TG_EINVAL;
-    if (snap->failed) return fail_default(err, snap->failed);
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        tg_store_change_t c = entities[i];
-        c.op = TG_STORE_UPSERT;
-        rc = apply_change(&snap->w, &c, i, err);
-    }
-    if (rc) rc = snapshot_fail(snap, rc);
-    return fail_default(err, rc);
-}
-
-static int check_expected(const struct wtx *w, const char *expected, tg_store_error_t *err)
-{
-    tg_config_digest_t want;
-    if (tg_config_digest_from_hex(expected, &want) != 0)
-        return fail(err, SIZE_MAX, -TG_EINVAL, "snapshot digest is not 64 hex digits");
-    if (memcmp(want.sum, w->digest.sum, sizeof want.sum) == 0) return 0;
-    char got[TG_CONFIG_DIGEST_HEX_LEN + 1];
-    tg_config_digest_hex(&w->digest, got);
-    return fail(err, SIZE_MAX, -TG_ECONFLICT, "snapshot digest %s but its entities hash to %s",
-                expected, got);
-}
-
-int tg_store_snapshot_commit(tg_store_snapshot_t *snap, int64_t version,
-                             const char *expected_digest, tg_store_error_t *err)
-{
-    err_reset(err);
-    if (!snap) return -TG_EINVAL;
-    int rc = snap->failed;
-    if (rc == 0 && expected_digest) rc = check_expected(&snap->w, expected_digest, err);
-    if (rc == 0) {
-        rc = wtx_commit(&snap->w, version);
-        if (rc == -TG_ETOOBIG && grow(snap->w.s, 0) == 0) rc = -TG_EAGAIN;
-    }
-    tg_store_snapshot_abort(snap);
-    return fail_default(err, rc);
-}
-
-void tg_store_snapshot_abort(tg_store_snapshot_t *snap)
-{
-    if (!snap) return;
-    wtx_abort(&snap->w);
-    snap->w.s->snapshot = NULL;
-    free(snap);
-}
-
-int tg_store_replace_all(tg_store_t *s, int64_t version, const tg_store_change_t *entities,
-                         size_t n, tg_store_error_t *err)
-{
-    int rc;
-    for (int tries = 0;; tries++) {
-        tg_store_snapshot_t *snap;
-        err_reset(err);
-        rc = tg_store_snapshot_begin(s, &snap);
-        if (rc) break;
-        rc = tg_store_snapshot_put(snap, entities, n, err);
-        if (rc == 0)
-            rc = tg_store_snapshot_commit(snap, version, NULL, err);
-        else
-            tg_store_snapshot_abort(snap);
-        if (rc != -TG_EAGAIN || tries == GROW_RETRIES) break;
-    }
-    if (rc == -TG_EAGAIN) rc = -TG_ETOOBIG;
-    return fail_default(err, rc);
+    return store_fail_default(err, rc);
 }
 
 int tg_store_set_cp_id(tg_store_t *s, const char *cp_id)
@@ -645,14 +275,15 @@ int tg_store_set_cp_id(tg_store_t *s, const char *cp_id)
     int rc;
     for (int tries = 0;; tries++) {
         MDB_txn *txn;
-        if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) return lmdb_err(rc, "mdb_txn_begin");
-        rc = meta_put(txn, s, "cp_id", cp_id, strlen(cp_id));
+        if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+            return store_lmdb_err(rc, "mdb_txn_begin");
+        rc = store_meta_put(txn, s, "cp_id", cp_id, strlen(cp_id));
         if (rc) {
             mdb_txn_abort(txn);
         } else if ((rc = mdb_txn_commit(txn)) != 0) {
-            rc = lmdb_err(rc, "mdb_txn_commit");
+            rc = store_lmdb_err(rc, "mdb_txn_commit");
         }
-        if (rc != -TG_ETOOBIG || tries == GROW_RETRIES || grow(s, 0) != 0) break;
+        if (rc != -TG_ETOOBIG || tries == STORE_GROW_RETRIES || store_grow(s, 0) != 0) break;
     }
     return rc;
 }
@@ -667,7 +298,7 @@ static int env_open(tg_store_t *s, const char *dir, size_t map_size)
     int rc = mdb_env_create(&s->env);
     if (rc) {
         s->env = NULL;
-        return lmdb_err(rc, "mdb_env_create");
+        return store_lmdb_err(rc, "mdb_env_create");
     }
     mdb_env_set_maxdbs(s->env, MAX_DBS);
     mdb_env_set_maxreaders(s->env, MAX_READERS);
@@ -691,7 +322,7 @@ static int check_format(MDB_txn *txn, tg_store_t *s)
     MDB_val v;
     uint8_t want[4] = {0, 0, 0, STORE_FORMAT};
     int rc = meta_get(txn, s, "format", &v);
-    if (rc == -TG_ENOTFOUND) return meta_put(txn, s, "format", want, sizeof want);
+    if (rc == -TG_ENOTFOUND) return store_meta_put(txn, s, "format", want, sizeof want);
     if (rc) return rc;
     if (v.mv_size != sizeof want || memcmp(v.mv_data, want, sizeof want) != 0) {
         TG_LOGE(MOD, "config store has an unknown format; remove it to resync from the CP");
@@ -700,39 +331,86 @@ static int check_format(MDB_txn *txn, tg_store_t *s)
     return 0;
 }
 
-static int attach_types(MDB_txn *txn, tg_store_t *s)
+static enum store_kind kind_of(const char *type)
+{
+    if (strcmp(type, "consumers") == 0) return KIND_CONSUMER;
+    if (strcmp(type, "keyauth_credentials") == 0) return KIND_CREDENTIAL;
+    return KIND_JSON;
+}
+
+static int dbi_open(MDB_txn *txn, const char *name, unsigned set, MDB_dbi *dbi)
+{
+    char full[64];
+    snprintf(full, sizeof full, "%s%s", name, set ? "#1" : ""); /* set 0 keeps plain names */
+    return mdb_dbi_open(txn, full, MDB_CREATE, dbi);
+}
+
+static int attach_set(MDB_txn *txn, tg_store_t *s, unsigned i)
+{
+    struct dbset *set = &s->sets[i];
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < s->n_types; t++)
+        rc = dbi_open(txn, s->types[t].schema->name, i, &set->types[t]);
+    if (rc == 0) rc = dbi_open(txn, "idx:keyauth_credentials.id", i, &set->cred_ids);
+    if (rc == 0) rc = dbi_open(txn, "idx:consumers.username", i, &set->usernames);
+    if (rc == 0) rc = dbi_open(txn, "idx:consumers.custom_id", i, &set->custom_ids);
+    return rc ? store_lmdb_err(rc, "mdb_dbi_open") : 0;
+}
+
+int store_clear_set(MDB_txn *txn, const tg_store_t *s, const struct dbset *set)
 {
     int rc = 0;
-    for (size_t i = 0; rc == 0 && tg_entities[i]; i++) {
-        if (i == MAX_TYPES) tg_fatal("store: more than %d entity types", MAX_TYPES);
-        s->types[i].schema = tg_entities[i];
-        rc = mdb_dbi_open(txn, tg_entities[i]->name, MDB_CREATE, &s->types[i].dbi);
+    for (size_t i = 0; rc == 0 && i < s->n_types; i++)
+        rc = mdb_drop(txn, set->types[i], 0);
+    if (rc == 0) rc = mdb_drop(txn, set->cred_ids, 0);
+    if (rc == 0) rc = mdb_drop(txn, set->usernames, 0);
+    if (rc == 0) rc = mdb_drop(txn, set->custom_ids, 0);
+    return rc ? store_lmdb_err(rc, "mdb_drop") : 0;
+}
+
+/* The active set from meta (absent: 0). The other one may hold half a snapshot a crash
+ * interrupted: it is emptied. */
+static int attach_active(MDB_txn *txn, tg_store_t *s)
+{
+    MDB_val v;
+    int rc = meta_get(txn, s, "active", &v);
+    if (rc == 0 && (v.mv_size != 1 || *(const uint8_t *)v.mv_data > 1)) {
+        TG_LOGE(MOD, "meta active is malformed");
+        rc = -TG_EIO;
+    }
+    if (rc && rc != -TG_ENOTFOUND) return rc;
+    s->active = rc == 0 ? *(const uint8_t *)v.mv_data : 0;
+    atomic_store(&s->flip, (uint64_t)s->active); /* from transaction 0 on */
+    return store_clear_set(txn, s, &s->sets[!s->active]);
+}
+
+static int attach_dbs(MDB_txn *txn, tg_store_t *s)
+{
+    for (size_t i = 0; tg_entities[i]; i++) {
+        if (i == STORE_MAX_TYPES) tg_fatal("store: more than %d entity types", STORE_MAX_TYPES);
+        s->types[i] = (struct type_db){tg_entities[i], kind_of(tg_entities[i]->name), i};
         s->n_types = i + 1;
     }
-    for (unsigned j = 0; rc == 0 && j < N_INDEXES; j++) {
-        struct type_db *t = type_find(s, index_defs[j].type);
-        if (!t || t->n_idx == MAX_TYPE_INDEXES)
-            tg_fatal("store: bad index %s", index_defs[j].db_name);
-        t->idx[t->n_idx++] = j;
-        rc = mdb_dbi_open(txn, index_defs[j].db_name, MDB_CREATE, &s->index_dbi[j]);
-    }
-    if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta);
-    return rc ? lmdb_err(rc, "mdb_dbi_open") : 0;
+    int rc = attach_set(txn, s, 0);
+    if (rc == 0) rc = attach_set(txn, s, 1);
+    return rc ? rc : attach_active(txn, s);
 }
 
 static int open_dbs(tg_store_t *s)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc) return lmdb_err(rc, "mdb_txn_begin");
-    rc = attach_types(txn, s);
-    if (rc == 0) rc = check_format(txn, s);
+    if (rc) return store_lmdb_err(rc, "mdb_txn_begin");
+    /* The format first: an older store must not get this version's databases added. */
+    rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta);
+    rc = rc ? store_lmdb_err(rc, "mdb_dbi_open") : check_format(txn, s);
+    if (rc == 0) rc = attach_dbs(txn, s);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
     rc = mdb_txn_commit(txn);
-    return rc ? lmdb_err(rc, "mdb_txn_commit") : 0;
+    return rc ? store_lmdb_err(rc, "mdb_txn_commit") : 0;
 }
 
 int tg_store_open(const char *dir, size_t map_size, tg_store_t **out)
@@ -765,21 +443,37 @@ void tg_store_close(tg_store_t *s)
     free(s);
 }
 
-/* ------------------------------------------------------------------ reads */
+/* ------------------------------------------------------------------ readers */
+
+/* JSON rebuilt from records during one read, freed when it ends. */
+struct tg_store_views {
+    struct tg_store_views *next;
+    char *text;
+};
+
+static void views_free(tg_store_reader_t *r)
+{
+    while (r->views) {
+        struct tg_store_views *v = r->views;
+        r->views = v->next;
+        free(v->text);
+        free(v);
+    }
+}
 
 int tg_store_reader_init(tg_store_t *s, tg_store_reader_t *r)
 {
     if (!s || !r) return -TG_EINVAL;
     memset(r, 0, sizeof *r);
     r->store = s;
-    r->slot = atomic_fetch_add(&s->next_slot, 1) % READER_SLOTS;
+    r->slot = atomic_fetch_add(&s->next_slot, 1) % STORE_READER_SLOTS;
     /* Beginning reads the meta pages in the map, so it too must not race a remap. */
     readers_enter(s, r->slot);
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc == 0) mdb_txn_reset(txn);
     readers_exit(s, r->slot);
-    if (rc) return lmdb_err(rc, "mdb_txn_begin (read)");
+    if (rc) return store_lmdb_err(rc, "mdb_txn_begin (read)");
     r->txn = txn;
     return 0;
 }
@@ -792,14 +486,30 @@ void tg_store_reader_free(tg_store_reader_t *r)
     r->txn = NULL;
 }
 
+/*
+ * The flip word is read before and after the transaction starts; when both agree, no snapshot
+ * made a set active meanwhile, so the transaction is either older than the last flip W (it
+ * sees the set that was active before W) or not (it sees W's set).
+ */
 int tg_store_read_begin(tg_store_reader_t *r)
 {
     if (!r || !r->txn || r->active) return -TG_EINVAL;
-    readers_enter(r->store, r->slot);
-    int rc = mdb_txn_renew(r->txn);
-    if (rc) {
+    for (;;) {
+        uint64_t before = atomic_load(&r->store->flip);
+        readers_enter(r->store, r->slot);
+        int rc = mdb_txn_renew(r->txn);
+        if (rc) {
+            readers_exit(r->store, r->slot);
+            return store_lmdb_err(rc, "mdb_txn_renew");
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load(&r->store->flip) == before) {
+            bool newer = (uint64_t)mdb_txn_id(r->txn) >= before >> 1;
+            r->set = newer ? (unsigned)(before & 1) : !(before & 1);
+            break;
+        }
+        mdb_txn_reset(r->txn);
         readers_exit(r->store, r->slot);
-        return lmdb_err(rc, "mdb_txn_renew");
     }
     r->active = true;
     return 0;
@@ -811,6 +521,7 @@ void tg_store_read_end(tg_store_reader_t *r)
     mdb_txn_reset(r->txn);
     r->active = false;
     readers_exit(r->store, r->slot);
+    views_free(r);
 }
 
 uint64_t tg_store_read_txn(const tg_store_reader_t *r)
@@ -828,78 +539,213 @@ uint64_t tg_store_last_txn(tg_store_reader_t *r)
     return rc == 0 ? (uint64_t)info.me_last_txnid : 0;
 }
 
-int tg_store_get(tg_store_reader_t *r, const char *type, tg_str_t id, tg_str_t *json)
+/* ------------------------------------------------------------------ lookups */
+
+/* A found entity: its type, the key it is stored under and the stored value. */
+struct found {
+    const struct type_db *t;
+    tg_str_t key, value;
+};
+
+static int raw_get(tg_store_reader_t *r, MDB_dbi dbi, tg_str_t key, tg_str_t *value)
 {
-    if (!r || !r->active || !json) return -TG_EINVAL;
-    const struct type_db *t = type_find(r->store, type);
-    if (!t) return -TG_EINVAL;
-    if (id.len == 0 || id.len > ID_MAX) return -TG_ENOTFOUND;
-    MDB_val k = {id.len, (void *)id.p}, v;
-    int rc = mdb_get(r->txn, t->dbi, &k, &v);
-    if (rc) return lmdb_err(rc, "mdb_get");
-    *json = (tg_str_t){v.mv_data, v.mv_size};
+    MDB_val k = {key.len, (void *)key.p}, v;
+    int rc = mdb_get(r->txn, dbi, &k, &v);
+    if (rc) return store_lmdb_err(rc, "mdb_get");
+    *value = (tg_str_t){v.mv_data, v.mv_size};
     return 0;
 }
 
-static int by_index(tg_store_reader_t *r, unsigned idx, const struct ikey *key, tg_str_t *json)
+/* Finds a consumer by id key, or a credential by digest: what their databases are keyed by. */
+static const struct dbset *set_of(const tg_store_reader_t *r)
 {
-    if (!r || !r->active || !json) return -TG_EINVAL;
-    if (!key->present) return -TG_ENOTFOUND;
-    MDB_val k = {key->len, (void *)key->buf}, id;
-    int rc = mdb_get(r->txn, r->store->index_dbi[idx], &k, &id);
-    if (rc) return lmdb_err(rc, "mdb_get index");
-    return tg_store_get(r, index_defs[idx].type, (tg_str_t){id.mv_data, id.mv_size}, json);
+    return &r->store->sets[r->set];
+}
+
+static int find_at(tg_store_reader_t *r, const struct type_db *t, tg_str_t key, struct found *f)
+{
+    f->t = t;
+    f->key = key;
+    return raw_get(r, type_dbi(set_of(r), t), key, &f->value);
+}
+
+static int find_by_id(tg_store_reader_t *r, const char *type, tg_str_t id,
+                      uint8_t key[TG_RECORD_ID_KEY_MAX], struct found *f)
+{
+    if (!r || !r->active) return -TG_EINVAL;
+    const struct type_db *t = store_type_find(r->store, type);
+    if (!t) return -TG_EINVAL;
+    if (id.len == 0 || id.len > STORE_ID_MAX) return -TG_ENOTFOUND;
+    if (t->kind == KIND_JSON) return find_at(r, t, id, f);
+    tg_str_t k = {(const char *)key, tg_record_id_key(id, key)};
+    if (t->kind == KIND_CONSUMER) return find_at(r, t, k, f);
+    tg_str_t digest;
+    int rc = raw_get(r, set_of(r)->cred_ids, k, &digest);
+    return rc ? rc : find_at(r, t, digest, f);
+}
+
+enum consumer_index { USERNAMES, CUSTOM_IDS };
+
+static int find_by_index(tg_store_reader_t *r, enum consumer_index which, tg_str_t name,
+                         struct found *f)
+{
+    if (!r || !r->active) return -TG_EINVAL;
+    struct ikey k;
+    store_ikey_string(name.p, name.len, &k);
+    if (!k.present) return -TG_ENOTFOUND;
+    tg_str_t id_key;
+    MDB_dbi dbi = which == USERNAMES ? set_of(r)->usernames : set_of(r)->custom_ids;
+    int rc = raw_get(r, dbi, (tg_str_t){(const char *)k.buf, k.len}, &id_key);
+    return rc ? rc : find_at(r, store_type_find(r->store, "consumers"), id_key, f);
+}
+
+static int find_by_digest(tg_store_reader_t *r, const uint8_t digest[32], struct found *f)
+{
+    if (!r || !r->active || !digest) return -TG_EINVAL;
+    const struct type_db *t = store_type_find(r->store, "keyauth_credentials");
+    return find_at(r, t, (tg_str_t){(const char *)digest, TG_SHA256_LEN}, f);
+}
+
+/* The canonical JSON of a found entity: the stored value, or rebuilt into the reader's views. */
+static int view_of(tg_store_reader_t *r, const struct found *f, int rc, tg_str_t *json)
+{
+    if (rc) return rc;
+    if (!json) return -TG_EINVAL;
+    if (f->t->kind == KIND_JSON || !tg_record_is_compact(f->value)) {
+        *json = f->value;
+        return 0;
+    }
+    struct stored st;
+    rc = store_stored_open(f->t, f->key, f->value, &st);
+    if (rc) return rc;
+    struct tg_store_views *v = tg_malloc(sizeof *v);
+    *v = (struct tg_store_views){r->views, st.owned};
+    r->views = v;
+    *json = st.canon;
+    st.owned = NULL; /* the view keeps it */
+    store_stored_close(&st);
+    return 0;
+}
+
+/* A found entity as a new JSON value. */
+static int entity_of(const struct found *f, int rc, json_t **out)
+{
+    if (rc) return rc;
+    if (!out) return -TG_EINVAL;
+    *out = f->t->kind != KIND_JSON && tg_record_is_compact(f->value)
+               ? tg_record_decode(f->t->kind == KIND_CONSUMER ? TG_RECORD_CONSUMER
+                                                              : TG_RECORD_CREDENTIAL,
+                                  f->key, f->value)
+               : json_loadb(f->value.p, f->value.len, 0, NULL);
+    if (*out) return 0;
+    TG_LOGE(MOD, "a stored %s cannot be read back", f->t->schema->name);
+    return -TG_EIO;
+}
+
+int tg_store_get(tg_store_reader_t *r, const char *type, tg_str_t id, tg_str_t *json)
+{
+    uint8_t key[TG_RECORD_ID_KEY_MAX];
+    struct found f;
+    return view_of(r, &f, find_by_id(r, type, id, key, &f), json);
 }
 
 int tg_store_credential_by_digest(tg_store_reader_t *r, const uint8_t digest[32], tg_str_t *json)
 {
-    struct ikey k = {.present = true, .len = TG_SHA256_LEN};
-    memcpy(k.buf, digest, TG_SHA256_LEN);
-    return by_index(r, IDX_KEY_DIGEST, &k, json);
+    struct found f;
+    return view_of(r, &f, find_by_digest(r, digest, &f), json);
 }
 
 int tg_store_consumer_by_username(tg_store_reader_t *r, tg_str_t username, tg_str_t *json)
 {
-    struct ikey k;
-    ikey_string(username.p, username.len, &k);
-    return by_index(r, IDX_USERNAME, &k, json);
+    struct found f;
+    return view_of(r, &f, find_by_index(r, USERNAMES, username, &f), json);
 }
 
 int tg_store_consumer_by_custom_id(tg_store_reader_t *r, tg_str_t custom_id, tg_str_t *json)
 {
-    struct ikey k;
-    ikey_string(custom_id.p, custom_id.len, &k);
-    return by_index(r, IDX_CUSTOM_ID, &k, json);
+    struct found f;
+    return view_of(r, &f, find_by_index(r, CUSTOM_IDS, custom_id, &f), json);
 }
+
+int tg_store_get_entity(tg_store_reader_t *r, const char *type, tg_str_t id, json_t **out)
+{
+    uint8_t key[TG_RECORD_ID_KEY_MAX];
+    struct found f;
+    return entity_of(&f, find_by_id(r, type, id, key, &f), out);
+}
+
+int tg_store_credential_entity_by_digest(tg_store_reader_t *r, const uint8_t digest[32],
+                                         json_t **out)
+{
+    struct found f;
+    return entity_of(&f, find_by_digest(r, digest, &f), out);
+}
+
+int tg_store_consumer_entity_by_username(tg_store_reader_t *r, tg_str_t username, json_t **out)
+{
+    struct found f;
+    return entity_of(&f, find_by_index(r, USERNAMES, username, &f), out);
+}
+
+/* ------------------------------------------------------------------ walks */
 
 int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n)
 {
     if (!r || !r->active || !n) return -TG_EINVAL;
-    const struct type_db *t = type_find(r->store, type);
+    const struct type_db *t = store_type_find(r->store, type);
     if (!t) return -TG_EINVAL;
     MDB_stat st;
-    int rc = mdb_stat(r->txn, t->dbi, &st);
-    if (rc) return lmdb_err(rc, "mdb_stat");
+    int rc = mdb_stat(r->txn, type_dbi(set_of(r), t), &st);
+    if (rc) return store_lmdb_err(rc, "mdb_stat");
     *n = st.ms_entries;
     return 0;
+}
+
+/* One entity of a walk: its id and canonical JSON handed to cb. */
+static int each_one(const struct found *f, tg_str_t id, tg_store_each_cb cb, void *ud)
+{
+    if (f->t->kind == KIND_JSON || !tg_record_is_compact(f->value)) return cb(ud, id, f->value);
+    struct stored st;
+    int rc = store_stored_open(f->t, f->key, f->value, &st);
+    if (rc == 0) rc = cb(ud, id, st.canon);
+    store_stored_close(&st);
+    return rc;
+}
+
+/* Walks a database in key order: an entity type, or the credential id index. */
+static int each_entry(tg_store_reader_t *r, const struct type_db *t, tg_store_each_cb cb, void *ud)
+{
+    bool by_id_index = t->kind == KIND_CREDENTIAL;
+    MDB_cursor *cur;
+    const struct dbset *set = set_of(r);
+    int rc = mdb_cursor_open(r->txn, by_id_index ? set->cred_ids : type_dbi(set, t), &cur);
+    if (rc) return store_lmdb_err(rc, "mdb_cursor_open");
+    MDB_val k, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char id[256];
+        tg_str_t key = {k.mv_data, k.mv_size};
+        struct found f = {t, key, {v.mv_data, v.mv_size}};
+        if (t->kind == KIND_JSON) {
+            ret = each_one(&f, key, cb, ud);
+            continue;
+        }
+        if (!tg_record_id_from_key(key, id)) ret = store_lmdb_err(MDB_CORRUPTED, "id key");
+        if (ret == 0 && by_id_index) ret = find_at(r, t, f.value, &f);
+        if (ret == 0) ret = each_one(&f, tg_str_from(id), cb, ud);
+    }
+    mdb_cursor_close(cur);
+    if (ret) return ret;
+    return rc == MDB_NOTFOUND ? 0 : store_lmdb_err(rc, "mdb_cursor_get");
 }
 
 int tg_store_each(tg_store_reader_t *r, const char *type, tg_store_each_cb cb, void *ud)
 {
     if (!r || !r->active || !cb) return -TG_EINVAL;
-    const struct type_db *t = type_find(r->store, type);
+    const struct type_db *t = store_type_find(r->store, type);
     if (!t) return -TG_EINVAL;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(r->txn, t->dbi, &cur);
-    if (rc) return lmdb_err(rc, "mdb_cursor_open");
-    MDB_val k, v;
-    int ret = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && ret == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-        ret = cb(ud, (tg_str_t){k.mv_data, k.mv_size}, (tg_str_t){v.mv_data, v.mv_size});
-    mdb_cursor_close(cur);
-    if (ret) return ret;
-    return rc == MDB_NOTFOUND ? 0 : lmdb_err(rc, "mdb_cursor_get");
+    return each_entry(r, t, cb, ud);
 }
 
 int tg_store_get_info(tg_store_reader_t *r, tg_store_info_t *info)

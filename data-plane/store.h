@@ -1,22 +1,38 @@
 /*
  * store.h — the data plane's persisted configuration (DESIGN §7) in LMDB.
  *
- * Layout of the environment in the directory given to tg_store_open (<prefix>/dp):
- *   - one named database per entity type of tg_entities[] ("services", "routes",
- *     "consumers", "plugins", "keyauth_credentials"): id → the entity's canonical JSON
- *     (config_digest.h: sorted keys, compact, nulls kept so it round-trips);
- *   - indexes: "idx:keyauth_credentials.key_digest" (32 raw bytes) → credential id,
- *     "idx:consumers.username" and "idx:consumers.custom_id" → consumer id (strings longer
- *     than 128 bytes are keyed by 0xff || SHA-256 of the string);
- *   - "meta": format, applied config version, control plane id, config digest.
+ * Layout of the environment in the directory given to tg_store_open (<prefix>/dp), one named
+ * database each:
+ *   - "services", "routes", "plugins": id → the entity's canonical JSON (config_digest.h:
+ *     sorted keys, compact, nulls kept so it round-trips);
+ *   - "consumers": id key → the consumer; "keyauth_credentials": key digest (32 raw bytes)
+ *     → the credential. These two are the ones that come by the million, so each value is
+ *     a compact record (store_record.h: ~14 and ~35 bytes where canonical JSON takes ~130
+ *     and ~210) whenever the entity has an exact one, else its canonical JSON. An id key is
+ *     a UUID's 16 bytes (store_record.h has the form of other ids);
+ *   - indexes: "idx:keyauth_credentials.id" (credential id key → key digest, for deltas that
+ *     name a credential by id), "idx:consumers.username" and "idx:consumers.custom_id"
+ *     (→ consumer id key; strings longer than 128 bytes are keyed by 0xff || SHA-256);
+ *   - "meta": format, applied config version, control plane id, config digest, and which
+ *     of two sets of the databases above is the config (the others carry a "#1" suffix).
+ * Nothing else: a credential lookup by digest is one B-tree search, its consumer another.
  * A credential is stored as the DP receives it: `key_digest` instead of `key`. An entity
- * carrying a field its schema marks TG_F_SECRET (a plaintext `key`) is refused.
+ * carrying a field its schema marks TG_F_SECRET (a plaintext `key`) is refused. A key digest
+ * names one credential: an upsert taking a digest another credential holds replaces it
+ * (store_write.c says why that ends where the CP is).
+ *
+ * Whatever the stored form, every read gives the entity back exactly (the JSON views are its
+ * canonical JSON), so the config digest is the same function of the entity set as before.
  *
  * Writes (apply, snapshot, replace_all, set_cp_id) come from ONE thread at a time, the DP's
- * control thread. Each is one LMDB write transaction committed with LMDB's default
- * durability (fsync on commit): all of it or nothing, and a DP restarted without a CP reads
- * its last applied config at once. When the memory map fills, the store aborts the
- * transaction, doubles the map and retries (up to 3 times per call).
+ * control thread. Each takes effect in one LMDB write transaction committed with LMDB's
+ * default durability (fsync on commit): all of it or nothing, and a DP restarted without a
+ * CP reads its last applied config at once. A delta is that one transaction. A snapshot (and
+ * so replace_all) holds its entities in memory until the commit, which writes them in key
+ * order into the store's spare set of databases over several transactions, then switches
+ * sets in the one that counts (store_bulk.c): full pages, a fast load, and LMDB's page cache
+ * kept small. When the memory map fills, the store aborts the transaction, doubles the map
+ * and retries (up to 3 times per transaction).
  *
  * Reads: any number of threads, no locks. Each worker owns a tg_store_reader_t (an LMDB
  * read transaction opened with MDB_NOTLS, reset between uses) and brackets every lookup
@@ -71,12 +87,16 @@ typedef struct tg_store_info {
     char cp_id[64];                            /* control plane id; "" when unset */
 } tg_store_info_t;
 
+struct tg_store_views;
+
 /* A worker's reader; fields are private. */
 typedef struct tg_store_reader {
     tg_store_t *store;
     struct MDB_txn *txn;
     unsigned slot;
+    unsigned set; /* which of the store's two database sets the open read sees */
     bool active;
+    struct tg_store_views *views; /* JSON rebuilt from records, freed by tg_store_read_end */
 } tg_store_reader_t;
 
 /* ---- open / close ---- */
@@ -113,13 +133,15 @@ int tg_store_replace_all(tg_store_t *s, int64_t version, const tg_store_change_t
                          size_t n, tg_store_error_t *err);
 
 /*
- * A snapshot streamed in chunks: begin opens the write transaction and empties every entity
- * and index database (readers keep seeing the old config), put loads entities, commit sets
- * the version and commits. With `expected_digest` (hex, from SnapshotEnd) a mismatch aborts
- * with -TG_ECONFLICT. After a failed put the snapshot is dead: later puts return the same
- * error; commit or abort must still be called and free it. -TG_EAGAIN from put or commit:
- * the map was full and has been grown; request the snapshot again. Only one snapshot may be
- * open, and no tg_store_apply while it is (-TG_EINVAL).
+ * A snapshot streamed in chunks: begin prepares the store's spare set of databases, put
+ * checks and queues entities in memory (nothing is written yet), commit writes them into the
+ * spare set and, in one last transaction, makes it the config (version, digest) while the old
+ * one is emptied; readers keep seeing the old config until then (store_bulk.c). With
+ * `expected_digest` (hex, from SnapshotEnd) a mismatch aborts with -TG_ECONFLICT. After a
+ * failed put the snapshot is dead: later puts return the same error; commit or abort must
+ * still be called and free it. A full map is grown by the commit itself; -TG_ETOOBIG when it
+ * cannot grow (-TG_EAGAIN is never returned any more). Only one snapshot may be open, and no
+ * tg_store_apply while it is (-TG_EINVAL).
  */
 int tg_store_snapshot_begin(tg_store_t *s, tg_store_snapshot_t **out);
 int tg_store_snapshot_put(tg_store_snapshot_t *snap, const tg_store_change_t *entities, size_t n,
@@ -156,20 +178,32 @@ int tg_store_digest_recompute(tg_store_reader_t *r, tg_config_digest_t *out);
 
 /*
  * Lookups inside a read: *json is a view of the entity's canonical JSON (not NUL-terminated;
- * parse with json_loadb), valid until tg_store_read_end. -TG_ENOTFOUND when absent,
- * -TG_EINVAL for an unknown type.
+ * parse with json_loadb), valid until tg_store_read_end. For an entity stored as a record the
+ * JSON is rebuilt (and allocated) by the call. -TG_ENOTFOUND when absent, -TG_EINVAL for an
+ * unknown type.
  */
 int tg_store_get(tg_store_reader_t *r, const char *type, tg_str_t id, tg_str_t *json);
 int tg_store_credential_by_digest(tg_store_reader_t *r, const uint8_t digest[32], tg_str_t *json);
 int tg_store_consumer_by_username(tg_store_reader_t *r, tg_str_t username, tg_str_t *json);
 int tg_store_consumer_by_custom_id(tg_store_reader_t *r, tg_str_t custom_id, tg_str_t *json);
 
+/*
+ * The same lookups giving the entity as a new JSON value the caller owns (decref it), equal
+ * to what parsing the view gives. For the request path: a record becomes JSON values
+ * directly, with no text to write and parse. Same return codes.
+ */
+int tg_store_get_entity(tg_store_reader_t *r, const char *type, tg_str_t id, json_t **out);
+int tg_store_credential_entity_by_digest(tg_store_reader_t *r, const uint8_t digest[32],
+                                         json_t **out);
+int tg_store_consumer_entity_by_username(tg_store_reader_t *r, tg_str_t username, json_t **out);
+
 /* Number of entities of a type. */
 int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n);
 
 /*
- * Calls cb for every entity of a type in id order (for building the router / plugin
- * generation). A non-zero return from cb stops the walk and is returned.
+ * Calls cb for every entity of a type in id order (UUIDs in the order of their text; for
+ * building the router / plugin generation). The json view is valid during the call only.
+ * A non-zero return from cb stops the walk and is returned.
  */
 typedef int (*tg_store_each_cb)(void *ud, tg_str_t id, tg_str_t json);
 int tg_store_each(tg_store_reader_t *r, const char *type, tg_store_each_cb cb, void *ud);

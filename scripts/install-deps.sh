@@ -9,7 +9,7 @@ PACKAGES=(
   liblmdb-dev libwebsockets-dev libwebsockets-evlib-uv libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf libnng-dev
   libcmocka-dev
   postgresql postgresql-contrib
-  python3 python3-pytest python3-requests python3-psycopg2
+  python3 python3-pytest python3-requests python3-psycopg2 python3-matplotlib
   curl procps iproute2 wrk nginx-light haproxy
 )
 

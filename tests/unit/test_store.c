@@ -1,7 +1,9 @@
 /*
  * test_store.c — the data plane's LMDB config store and the config digest: deltas read back,
  * atomicity, version gaps, index upkeep, digest agreement, snapshots, persistence, map
- * growth under concurrent readers, and a 100 000-credential load.
+ * growth under concurrent readers, snapshots switching database sets under concurrent
+ * readers, a crash between a snapshot's transactions, and a 100 000-credential load.
+ * Records and their round trip: test_store_record.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,7 @@
 
 #include <ftw.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -630,6 +633,21 @@ static json_t *random_entity(const char *type, const char *id, unsigned *seed)
     return credential(id, "00000000-0000-4000-8000-000000000001", v);
 }
 
+/* A key digest names one credential: the one just upserted replaces any other holding it. */
+static void displace_same_key(json_t *model, const char *key, const json_t *e)
+{
+    const json_t *digest = json_object_get(e, "key_digest");
+    const char *k;
+    json_t *other;
+    void *tmp;
+    if (!digest) return;
+    json_object_foreach_safe(model, tmp, k, other)
+    {
+        if (strcmp(k, key) != 0 && json_equal(json_object_get(other, "key_digest"), digest))
+            json_object_del(model, k);
+    }
+}
+
 static void random_delta(json_t *model, tg_store_change_t *ch, size_t n, json_t *keep,
                          unsigned *seed)
 {
@@ -663,6 +681,7 @@ static void random_delta(json_t *model, tg_store_change_t *ch, size_t n, json_t 
                                         TG_STORE_UPSERT, e};
             json_array_append_new(keep, e);
             json_object_set(model, key, e);
+            displace_same_key(model, key, e);
         }
     }
 }
@@ -902,6 +921,132 @@ static void test_map_growth(void **state)
     tg_store_close(s);
 }
 
+/* ------------------------------------------------------------------ snapshot set switches */
+
+/* The config of version v: one consumer whose custom_id names v, and its credential. */
+static void versioned_config(int64_t v, tg_store_change_t ch[2])
+{
+    char custom[32];
+    snprintf(custom, sizeof custom, "v%lld", (long long)v);
+    ch[0] = up("consumers", consumer("00000000-0000-4000-8000-00000000c001", "user", custom));
+    ch[1] = up("keyauth_credentials", credential("00000000-0000-4000-8000-00000000c002",
+                                                 "00000000-0000-4000-8000-00000000c001", custom));
+}
+
+struct flip_reader {
+    tg_store_t *s;
+    atomic_bool *stop;
+    long reads, mismatches;
+};
+
+/* Every read must see one config whole: the version in meta and the data of the same set. */
+static void *flip_reader_thread(void *p)
+{
+    struct flip_reader *a = p;
+    tg_store_reader_t r;
+    if (tg_store_reader_init(a->s, &r) != 0) return (void *)1;
+    while (!atomic_load(a->stop)) {
+        tg_store_info_t i;
+        tg_str_t v;
+        char want[40];
+        if (tg_store_read_begin(&r) != 0) return (void *)1;
+        int rc = tg_store_get_info(&r, &i);
+        if (rc == 0) rc = tg_store_consumer_by_username(&r, TG_STR("user"), &v);
+        snprintf(want, sizeof want, "\"custom_id\":\"v%lld\"", (long long)i.version);
+        if (rc != 0 || !memmem(v.p, v.len, want, strlen(want))) a->mismatches++;
+        tg_store_read_end(&r);
+        a->reads++;
+    }
+    tg_store_reader_free(&r);
+    return NULL;
+}
+
+static void test_snapshot_switches_sets(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = open_store(f, 0);
+    tg_store_change_t ch[2];
+    versioned_config(1, ch);
+    assert_int_equal(tg_store_replace_all(s, 1, ch, 2, NULL), 0);
+    decref_all(ch, 2);
+
+    /* A read open across a snapshot keeps its config; the next read sees the new one. */
+    tg_store_reader_t held;
+    tg_str_t v;
+    assert_int_equal(tg_store_reader_init(s, &held), 0);
+    assert_int_equal(tg_store_read_begin(&held), 0);
+    versioned_config(2, ch);
+    assert_int_equal(tg_store_replace_all(s, 2, ch, 2, NULL), 0);
+    decref_all(ch, 2);
+    assert_int_equal(tg_store_consumer_by_custom_id(&held, TG_STR("v1"), &v), 0);
+    tg_store_read_end(&held);
+    tg_store_reader_free(&held);
+    assert_string_equal(lookup(s, "custom_id", "v1"), "");
+    assert_string_equal(lookup(s, "custom_id", "v2"), "00000000-0000-4000-8000-00000000c001");
+
+    /* Readers racing many switches never see one set's data under the other's version. */
+    atomic_bool stop = false;
+    struct flip_reader args[2];
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) {
+        args[t] = (struct flip_reader){s, &stop, 0, 0};
+        assert_int_equal(pthread_create(&th[t], NULL, flip_reader_thread, &args[t]), 0);
+    }
+    for (int64_t ver = 3; ver < 60; ver++) {
+        versioned_config(ver, ch);
+        assert_int_equal(tg_store_replace_all(s, ver, ch, 2, NULL), 0);
+        decref_all(ch, 2);
+        if (ver % 2) { /* a delta in between goes to whichever set is the config */
+            versioned_config(ver * 1000, ch);
+            assert_int_equal(tg_store_apply(s, ver, ver * 1000, ch, 1, NULL), 0);
+            decref_all(ch, 2);
+        }
+    }
+    atomic_store(&stop, true);
+    for (int t = 0; t < 2; t++) {
+        pthread_join(th[t], NULL);
+        assert_true(args[t].reads > 0);
+        assert_int_equal(args[t].mismatches, 0);
+    }
+    tg_store_close(s);
+}
+
+/* A snapshot cut short by a crash leaves data in the spare set; opening the store empties it. */
+static void test_half_written_snapshot_is_dropped(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = open_store(f, 0);
+    tg_store_change_t ch[2];
+    versioned_config(1, ch);
+    assert_int_equal(tg_store_replace_all(s, 1, ch, 2, NULL), 0); /* set #1 is the config now */
+    decref_all(ch, 2);
+    tg_store_close(s);
+
+    /* What a crash between the set's transactions and the switch leaves behind. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "idx:consumers.username", 0, &dbi), 0);
+    MDB_val k = {5, "ghost"}, v = {16, "0123456789abcdef"};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    s = open_store(f, 0);
+    assert_string_equal(lookup(s, "username", "ghost"), "");
+    assert_string_equal(lookup(s, "custom_id", "v1"), "00000000-0000-4000-8000-00000000c001");
+    versioned_config(2, ch); /* and the next snapshot goes into a clean set */
+    assert_int_equal(tg_store_replace_all(s, 2, ch, 2, NULL), 0);
+    decref_all(ch, 2);
+    assert_string_equal(lookup(s, "username", "ghost"), "");
+    assert_string_equal(lookup(s, "custom_id", "v2"), "00000000-0000-4000-8000-00000000c001");
+    tg_store_close(s);
+}
+
 static void test_reader_misuse(void **state)
 {
     struct fx *f = *state;
@@ -1010,6 +1155,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replace_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_switches_sets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_written_snapshot_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_credentials, setup, teardown),
     };

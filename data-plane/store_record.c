@@ -1,0 +1,392 @@
+/*
+ * store_record.c — see store_record.h.
+ */
+#include "store_record.h"
+#include "crypto.h"
+
+#include <string.h>
+
+#define DIGEST_LEN 32
+#define VARINT_MAX 10
+
+enum kind { K_UUID, K_REF, K_INT, K_STR, K_TAGS };
+enum state { S_ABSENT, S_NULL, S_VALUE };
+
+struct field {
+    const char *name;
+    enum kind kind;
+};
+
+/* What one type's records hold: every field but the key one, in the order they are written. */
+struct shape {
+    const char *key_field;
+    size_t key_len; /* 16: a UUID; 32: a SHA-256 digest given as hex in the entity */
+    const struct field *fields;
+    size_t n;
+};
+
+static const struct field consumer_fields[] = {
+    {"created_at", K_INT}, {"custom_id", K_STR}, {"tags", K_TAGS},
+    {"updated_at", K_INT}, {"username", K_STR},
+};
+static const struct field credential_fields[] = {
+    {"consumer", K_REF}, {"created_at", K_INT}, {"expires_at", K_INT},
+    {"id", K_UUID},      {"tags", K_TAGS},
+};
+
+static const struct shape shapes[] = {
+    [TG_RECORD_CONSUMER] = {"id", TG_RECORD_UUID_LEN, consumer_fields,
+                            sizeof consumer_fields / sizeof consumer_fields[0]},
+    [TG_RECORD_CREDENTIAL] = {"key_digest", DIGEST_LEN, credential_fields,
+                              sizeof credential_fields / sizeof credential_fields[0]},
+};
+
+static size_t state_bytes(const struct shape *sh)
+{
+    return (2 * sh->n + 7) / 8;
+}
+
+/* ------------------------------------------------------------------ UUIDs, hex, id keys */
+
+static int hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1; /* upper case too: it would not come back as written */
+}
+
+/* Lower-case hex of exactly 2*n digits into n bytes. */
+static bool lower_hex_decode(const char *hex, size_t len, uint8_t *out, size_t n)
+{
+    if (len != 2 * n) return false;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+bool tg_record_uuid_pack(tg_str_t s, uint8_t out[TG_RECORD_UUID_LEN])
+{
+    if (!s.p || s.len != TG_UUID_STR_LEN) return false;
+    char hex[32];
+    size_t n = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        bool dash_pos = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash_pos != (s.p[i] == '-')) return false;
+        if (!dash_pos) hex[n++] = s.p[i];
+    }
+    return lower_hex_decode(hex, sizeof hex, out, TG_RECORD_UUID_LEN);
+}
+
+void tg_record_uuid_unpack(const uint8_t in[TG_RECORD_UUID_LEN], char out[37])
+{
+    char hex[33];
+    tg_hex_encode(in, TG_RECORD_UUID_LEN, hex);
+    memcpy(out, hex, 8);
+    out[8] = '-';
+    memcpy(out + 9, hex + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, hex + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, hex + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, hex + 20, 12);
+    out[36] = '\0';
+}
+
+size_t tg_record_id_key(tg_str_t id, uint8_t *out)
+{
+    if (id.len == 0 || id.len > 255) return 0;
+    if (tg_record_uuid_pack(id, out)) return TG_RECORD_UUID_LEN;
+    out[0] = 0x00;
+    memcpy(out + 1, id.p, id.len);
+    size_t n = id.len + 1;
+    if (n == TG_RECORD_UUID_LEN) out[n++] = 0x00;
+    return n;
+}
+
+bool tg_record_id_from_key(tg_str_t key, char out[256])
+{
+    if (key.len == TG_RECORD_UUID_LEN) {
+        tg_record_uuid_unpack((const uint8_t *)key.p, out);
+        return true;
+    }
+    if (key.len < 2 || key.p[0] != 0x00) return false;
+    size_t n = key.len - 1;
+    if (key.p[key.len - 1] == 0x00) n--; /* the padding: ids hold no NUL */
+    if (n == 0 || n > 255 || memchr(key.p + 1, 0, n)) return false;
+    memcpy(out, key.p + 1, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* ------------------------------------------------------------------ writing */
+
+struct writer {
+    uint8_t *p;
+    size_t len, cap;
+    bool ok;
+};
+
+static void put_bytes(struct writer *w, const void *b, size_t n)
+{
+    if (!w->ok || w->cap - w->len < n) {
+        w->ok = false;
+        return;
+    }
+    memcpy(w->p + w->len, b, n);
+    w->len += n;
+}
+
+static void put_varint(struct writer *w, uint64_t v)
+{
+    uint8_t b[VARINT_MAX];
+    size_t n = 0;
+    do {
+        b[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v) b[n] |= 0x80;
+        n++;
+    } while (v);
+    put_bytes(w, b, n);
+}
+
+static void put_string(struct writer *w, const json_t *s)
+{
+    size_t n = json_string_length(s);
+    put_varint(w, n);
+    put_bytes(w, json_string_value(s), n);
+}
+
+static void put_uuid(struct writer *w, const json_t *s)
+{
+    uint8_t u[TG_RECORD_UUID_LEN];
+    const char *v = json_string_value(s);
+    if (!v || !tg_record_uuid_pack((tg_str_t){v, json_string_length(s)}, u))
+        w->ok = false;
+    else
+        put_bytes(w, u, sizeof u);
+}
+
+/* A foreign key is {"id": uuid} and nothing else. */
+static void put_ref(struct writer *w, const json_t *ref)
+{
+    if (!json_is_object(ref) || json_object_size(ref) != 1)
+        w->ok = false;
+    else
+        put_uuid(w, json_object_get(ref, "id"));
+}
+
+static void put_tags(struct writer *w, const json_t *tags)
+{
+    size_t i;
+    const json_t *t;
+    if (!json_is_array(tags)) {
+        w->ok = false;
+        return;
+    }
+    put_varint(w, json_array_size(tags));
+    json_array_foreach(tags, i, t)
+    {
+        if (!json_is_string(t)) w->ok = false;
+        if (w->ok) put_string(w, t);
+    }
+}
+
+/* Zigzag, so that small negative numbers stay short too. */
+static void put_int(struct writer *w, const json_t *v)
+{
+    if (!json_is_integer(v)) {
+        w->ok = false; /* a real: it would not come back as the same JSON */
+        return;
+    }
+    uint64_t u = (uint64_t)(int64_t)json_integer_value(v);
+    put_varint(w, (u << 1) ^ (0 - (u >> 63)));
+}
+
+static void put_value(struct writer *w, enum kind kind, const json_t *v)
+{
+    switch (kind) {
+    case K_UUID: put_uuid(w, v); break;
+    case K_REF: put_ref(w, v); break;
+    case K_INT: put_int(w, v); break;
+    case K_STR:
+        if (json_is_string(v))
+            put_string(w, v);
+        else
+            w->ok = false;
+        break;
+    case K_TAGS: put_tags(w, v); break;
+    }
+}
+
+/* The record's key from the entity's key field, in the form decode expects it. */
+static bool entity_key(const struct shape *sh, const json_t *e, uint8_t *key)
+{
+    const json_t *v = json_object_get(e, sh->key_field);
+    const char *s = json_string_value(v);
+    if (!s) return false;
+    size_t n = json_string_length(v);
+    if (sh->key_len == TG_RECORD_UUID_LEN) return tg_record_uuid_pack((tg_str_t){s, n}, key);
+    return lower_hex_decode(s, n, key, sh->key_len);
+}
+
+/* Writes states and values; false when some field has no exact compact form. */
+static bool encode_fields(const struct shape *sh, const json_t *e, struct writer *w)
+{
+    uint8_t states[8] = {0};
+    size_t known = 1; /* the key field */
+    for (size_t i = 0; i < sh->n; i++) {
+        const json_t *v = json_object_get(e, sh->fields[i].name);
+        enum state st = !v ? S_ABSENT : json_is_null(v) ? S_NULL : S_VALUE;
+        states[i / 4] |= (uint8_t)(st << (2 * (i % 4)));
+        known += v != NULL;
+    }
+    if (json_object_size(e) != known) return false; /* a field the shape does not know */
+    uint8_t tag = TG_RECORD_TAG;
+    put_bytes(w, &tag, 1);
+    put_bytes(w, states, state_bytes(sh));
+    for (size_t i = 0; i < sh->n && w->ok; i++) {
+        const json_t *v = json_object_get(e, sh->fields[i].name);
+        if (v && !json_is_null(v)) put_value(w, sh->fields[i].kind, v);
+    }
+    return w->ok;
+}
+
+size_t tg_record_encode(tg_record_type_t type, const json_t *e, uint8_t *buf, size_t cap)
+{
+    const struct shape *sh = &shapes[type];
+    uint8_t key[DIGEST_LEN];
+    struct writer w = {buf, 0, cap, true};
+    if (!json_is_object(e) || !entity_key(sh, e, key) || !encode_fields(sh, e, &w)) return 0;
+    /* Proof rather than argument: what comes back must be the entity itself. */
+    json_t *back = tg_record_decode(type, (tg_str_t){(const char *)key, sh->key_len},
+                                    (tg_str_t){(const char *)buf, w.len});
+    bool exact = back && json_equal(back, e);
+    json_decref(back);
+    return exact ? w.len : 0;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+struct reader {
+    const uint8_t *p, *end;
+    bool ok;
+};
+
+static const uint8_t *take(struct reader *r, size_t n)
+{
+    if (!r->ok || (size_t)(r->end - r->p) < n) {
+        r->ok = false;
+        return NULL;
+    }
+    const uint8_t *at = r->p;
+    r->p += n;
+    return at;
+}
+
+static uint64_t take_varint(struct reader *r)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < VARINT_MAX; i++) {
+        const uint8_t *b = take(r, 1);
+        if (!b) return 0;
+        v |= (uint64_t)(*b & 0x7f) << (7 * i);
+        if (!(*b & 0x80)) return v;
+    }
+    r->ok = false;
+    return 0;
+}
+
+static json_t *take_string(struct reader *r)
+{
+    uint64_t n = take_varint(r);
+    const uint8_t *s = r->ok && n <= TG_RECORD_MAX ? take(r, (size_t)n) : NULL;
+    if (!s) {
+        r->ok = false;
+        return NULL;
+    }
+    return json_stringn((const char *)s, (size_t)n);
+}
+
+static json_t *take_uuid(struct reader *r)
+{
+    const uint8_t *u = take(r, TG_RECORD_UUID_LEN);
+    if (!u) return NULL;
+    char s[37];
+    tg_record_uuid_unpack(u, s);
+    return json_stringn_nocheck(s, TG_UUID_STR_LEN); /* hex and dashes: no UTF-8 to check */
+}
+
+static json_t *take_tags(struct reader *r)
+{
+    uint64_t n = take_varint(r);
+    if (n > TG_RECORD_MAX) r->ok = false; /* each tag takes at least a byte */
+    json_t *tags = r->ok ? json_array() : NULL;
+    for (uint64_t i = 0; r->ok && i < n; i++) {
+        json_t *t = take_string(r);
+        if (t) json_array_append_new(tags, t);
+    }
+    return tags;
+}
+
+static json_t *take_value(struct reader *r, enum kind kind)
+{
+    switch (kind) {
+    case K_UUID: return take_uuid(r);
+    case K_REF: {
+        json_t *id = take_uuid(r), *ref = id ? json_object() : NULL;
+        if (ref) json_object_set_new_nocheck(ref, "id", id);
+        return ref;
+    }
+    case K_INT: {
+        uint64_t u = take_varint(r);
+        return r->ok ? json_integer((json_int_t)((u >> 1) ^ (0 - (u & 1)))) : NULL;
+    }
+    case K_STR: return take_string(r);
+    case K_TAGS: return take_tags(r);
+    }
+    return NULL;
+}
+
+static json_t *key_value(const struct shape *sh, tg_str_t key)
+{
+    char s[2 * DIGEST_LEN + 1];
+    if (key.len != sh->key_len) return NULL;
+    if (sh->key_len == TG_RECORD_UUID_LEN) {
+        tg_record_uuid_unpack((const uint8_t *)key.p, s);
+        return json_stringn_nocheck(s, TG_UUID_STR_LEN);
+    }
+    tg_hex_encode((const uint8_t *)key.p, sh->key_len, s);
+    return json_stringn_nocheck(s, 2 * sh->key_len);
+}
+
+/* Reads every field into e; false when the record is malformed. */
+static bool decode_fields(const struct shape *sh, struct reader *r, json_t *e)
+{
+    const uint8_t *tag = take(r, 1), *states = take(r, state_bytes(sh));
+    if (!tag || *tag != TG_RECORD_TAG || !states) return false;
+    for (size_t i = 0; i < sh->n && r->ok; i++) {
+        enum state st = (enum state)((states[i / 4] >> (2 * (i % 4))) & 3);
+        json_t *v = st == S_ABSENT ? NULL : st == S_NULL ? json_null() : NULL;
+        if (st == S_VALUE) v = take_value(r, sh->fields[i].kind);
+        if (st > S_VALUE || (st != S_ABSENT && !v)) r->ok = false;
+        if (v) json_object_set_new_nocheck(e, sh->fields[i].name, v); /* our ASCII names */
+    }
+    return r->ok && r->p == r->end;
+}
+
+json_t *tg_record_decode(tg_record_type_t type, tg_str_t key, tg_str_t rec)
+{
+    const struct shape *sh = &shapes[type];
+    json_t *k = key_value(sh, key);
+    if (!k) return NULL;
+    json_t *e = json_object();
+    json_object_set_new_nocheck(e, sh->key_field, k);
+    struct reader r = {(const uint8_t *)rec.p, (const uint8_t *)rec.p + rec.len, true};
+    if (decode_fields(sh, &r, e)) return e;
+    json_decref(e);
+    return NULL;
+}

@@ -1,0 +1,82 @@
+/*
+ * store_record.h — the compact form of the config store's high-cardinality entities,
+ * consumers and key-auth credentials (a million keys is a million of each).
+ *
+ * A record gives back exactly the entity it was made from: decoding yields an entity
+ * json_equal to the one encoded, hence the same canonical JSON (config_digest.h) and the same
+ * config digest. Encoding refuses (returns 0) what it could not give back exactly — a field it
+ * does not know, a real where an integer is expected, an id that is not a lower-case UUID,
+ * upper-case hex — and the store keeps that entity as canonical JSON instead. It does not
+ * trust itself on this: every encoding is decoded and compared before it is accepted.
+ *
+ * Layout: byte 0 is TG_RECORD_TAG (canonical JSON starts with '{', so a stored value says
+ * which form it is); then 2 bits per field of the type's table, in table order, low bits
+ * first (0 absent, 1 null, 2 a value); then, in table order, each field holding a value:
+ *   uuid   16 bytes                     ref  {"id": uuid}, as the uuid's 16 bytes
+ *   int    zigzag LEB128 varint         str  varint length, then the bytes
+ *   tags   varint count, then each tag as a str
+ * One field of each entity is not in the record: the LMDB key the record is stored under
+ * ("id" for consumers as 16 bytes, "key_digest" for credentials as 32 raw bytes).
+ *
+ * Sizes: a consumer {id, username, custom_id, created_at, updated_at, tags} with a 10-byte
+ * username and the rest null is 14 bytes; a credential {id, consumer, key_digest,
+ * created_at, tags} with nulls is 35 (its canonical JSON: 212).
+ *
+ * Pure functions; thread-safe.
+ */
+#ifndef TG_STORE_RECORD_H
+#define TG_STORE_RECORD_H
+
+#include "str.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_RECORD_TAG 0x01
+/* Records are built in a buffer of this size; an entity that needs more stays JSON. */
+#define TG_RECORD_MAX 1024
+#define TG_RECORD_UUID_LEN 16
+/* An id key (below) is at most this long: 0x00, a 255-byte id, 0x00. */
+#define TG_RECORD_ID_KEY_MAX 257
+
+typedef enum tg_record_type {
+    TG_RECORD_CONSUMER,   /* stored under its id key */
+    TG_RECORD_CREDENTIAL, /* stored under its 32-byte key digest */
+} tg_record_type_t;
+
+/*
+ * Encodes entity e of a type into buf (cap bytes). Returns the record's length, or 0 when e
+ * has no exact compact form (the caller stores its canonical JSON).
+ */
+size_t tg_record_encode(tg_record_type_t type, const json_t *e, uint8_t *buf, size_t cap);
+
+/*
+ * The entity of the record `rec` stored under `key`, as a new object; NULL when either is
+ * malformed.
+ */
+json_t *tg_record_decode(tg_record_type_t type, tg_str_t key, tg_str_t rec);
+
+/* True when a stored value is a record rather than canonical JSON. */
+static inline bool tg_record_is_compact(tg_str_t value)
+{
+    return value.len > 0 && (uint8_t)value.p[0] == TG_RECORD_TAG;
+}
+
+/* A lower-case canonical UUID as 16 bytes; false for anything else (upper case too). */
+bool tg_record_uuid_pack(tg_str_t s, uint8_t out[TG_RECORD_UUID_LEN]);
+/* The reverse: 36 characters and a NUL. */
+void tg_record_uuid_unpack(const uint8_t in[TG_RECORD_UUID_LEN], char out[37]);
+
+/*
+ * The LMDB key of an id: its 16 bytes when it is a lower-case UUID, else 0x00 || id, with a
+ * second 0x00 appended when that would be 16 bytes long, so the two forms never meet. out
+ * holds TG_RECORD_ID_KEY_MAX bytes; returns the key's length, 0 for an id of 0 or more than
+ * 255 bytes.
+ */
+size_t tg_record_id_key(tg_str_t id, uint8_t *out);
+/* The id of an id key, NUL-terminated into out (256 bytes); false for a malformed key. */
+bool tg_record_id_from_key(tg_str_t key, char out[256]);
+
+#endif
