@@ -110,11 +110,19 @@ void tg_headbuf_addi(tg_headbuf_t *b, int64_t v)
 
 void tg_headbuf_header(tg_headbuf_t *b, tg_str_t name, tg_str_t value)
 {
+    /* one bounds check and one terminator per line: heads are built of these */
     reserve(b, name.len + value.len + 5);
-    tg_headbuf_adds(b, name);
-    tg_headbuf_add(b, ": ", 2);
-    tg_headbuf_adds(b, value);
-    tg_headbuf_add(b, "\r\n", 2);
+    char *p = b->p + b->len;
+    if (name.len) memcpy(p, name.p, name.len);
+    p += name.len;
+    *p++ = ':';
+    *p++ = ' ';
+    if (value.len) memcpy(p, value.p, value.len);
+    p += value.len;
+    *p++ = '\r';
+    *p++ = '\n';
+    *p = '\0';
+    b->len = (size_t)(p - b->p);
 }
 
 void tg_headbuf_free(tg_headbuf_t *b)

@@ -59,8 +59,12 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
         h ^= h >> 29;
     }
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * UINT64_C(0x100000001b3);
+    if (n) { /* the tail as one zero-padded word (lengths are hashed apart, see scope_hash) */
+        uint64_t w = 0;
+        memcpy(&w, b, n);
+        h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
+        h ^= h >> 29;
+    }
     return h;
 }
 

@@ -160,6 +160,7 @@ static void account(tg_proxy_conn_t *c)
                               upstream,
                               proxy};
     tg_metrics_count_request(c->w->metrics, &m);
+    if (c->w->opts.log_fd < 0) return; /* proxy_access_log off: no line to build */
     char upstream_addr[300]; /* "host:port" (host < 256 bytes) */
     size_t at = strlen(x->up_host);
     memcpy(upstream_addr, x->up_host, at);
@@ -548,6 +549,7 @@ static void start_request(tg_proxy_conn_t *c)
     }
     x->req.route = x->match.route;
     x->req.service = x->match.service;
+    x->req.norm_path = x->match.path; /* normalised once, for routing and plugins alike */
     if (!x->match.service) {
         tg_proxy_respond_error(c, 503, "no Service found with those values");
         return;

@@ -7,11 +7,6 @@
 
 #include <string.h>
 
-static tg_str_t id_of(const json_t *e)
-{
-    return tg_str_from(e ? json_string_value(json_object_get(e, "id")) : NULL);
-}
-
 /* Remembers an instance whose access phase ran, once, for the response phase. */
 static void ran(tg_proxy_exchange_t *x, const tg_plugin_instance_t *inst, size_t n)
 {
@@ -36,7 +31,7 @@ tg_flow_t tg_proxy_plugins_access(tg_proxy_conn_t *c)
         /* the consumer is whoever an earlier (higher priority) plugin identified */
         if (x->req.consumer != consumer) {
             consumer = x->req.consumer;
-            consumer_id = id_of(consumer);
+            consumer_id = tg_req_consumer_id(&x->req);
         }
         const tg_plugin_instance_t *inst =
             tg_plugin_chain_lookup(chain, order[i], route, service, consumer_id);

@@ -42,14 +42,32 @@ static bool plugin_sets(const tg_req_t *r, tg_str_t name, size_t from)
     return false;
 }
 
+/* One bit per name length (mod 64) of the response edits: a name whose bit is clear cannot
+ * be among them, which spares most of the comparisons on every response. */
+static uint64_t edit_lengths(const tg_req_t *r, uint64_t *repeated)
+{
+    uint64_t seen = 0, twice = 0;
+    for (size_t i = 0; i < r->nresponse_headers; i++) {
+        uint64_t bit = UINT64_C(1) << (r->response_headers[i].name_len & 63);
+        twice |= seen & bit;
+        seen |= bit;
+    }
+    if (repeated) *repeated = twice;
+    return seen;
+}
+
 void tg_proxy_response_plugin_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     const tg_req_t *r = &c->x.req;
+    uint64_t repeated;
+    edit_lengths(r, &repeated);
     for (size_t i = 0; i < r->nresponse_headers; i++) {
         const tg_req_header_edit_t *e = &r->response_headers[i];
         tg_str_t name = {e->name, e->name_len};
-        if (!e->value.p || plugin_sets(r, name, i + 1)) continue; /* last wins */
-        if (!tg_http_is_token(name) || !tg_http_is_field_value(e->value)) continue;
+        if (!e->value.p) continue;
+        if ((repeated >> (name.len & 63) & 1) && plugin_sets(r, name, i + 1)) continue; /* last wins */
+        if (!e->valid && (!tg_http_is_token(name) || !tg_http_is_field_value(e->value)))
+            continue;
         tg_headbuf_header(b, name, e->value);
     }
 }
@@ -75,18 +93,85 @@ static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
     return false;
 }
 
-/* Upstream headers the client never sees as they are. */
-static bool hop_by_hop(const tg_http_response_head_t *h, tg_str_t name, bool keep_length,
-                       bool has_connection)
+/* The tokens of the upstream's Connection headers, split once per response rather than once
+ * per header they could name. */
+#define CONN_TOKENS 16
+
+typedef struct conn_tokens {
+    tg_str_t tok[CONN_TOKENS];
+    size_t n;
+    bool overflow; /* more than fit: connection_listed() decides */
+} conn_tokens_t;
+
+/* Adds one Connection value's tokens, split and trimmed as connection_listed() does them. */
+static void add_tokens(conn_tokens_t *t, tg_str_t v)
 {
-    static const tg_str_t names[] = {
-        TG_STR("connection"),        TG_STR("keep-alive"), TG_STR("te"), TG_STR("trailer"),
-        TG_STR("transfer-encoding"), TG_STR("upgrade"),    TG_STR("via")};
-    if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
-    if (!keep_length && tg_proxy_caseeq(name, TG_STR("content-length"))) return true;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (tg_proxy_caseeq(name, names[i])) return true;
-    return has_connection && connection_listed(h, name);
+    for (size_t s = 0; s <= v.len && !t->overflow; s++) {
+        size_t e = s;
+        while (e < v.len && v.p[e] != ',')
+            e++;
+        tg_str_t tok = {v.p + s, e - s};
+        while (tok.len && *tok.p == ' ')
+            tok.p++, tok.len--;
+        while (tok.len && tok.p[tok.len - 1] == ' ')
+            tok.len--;
+        if (tok.len) { /* an empty one never equals a header name */
+            if (t->n == CONN_TOKENS)
+                t->overflow = true;
+            else
+                t->tok[t->n++] = tok;
+        }
+        s = e;
+    }
+}
+
+static bool token_listed(const conn_tokens_t *t, const tg_http_response_head_t *h, tg_str_t name)
+{
+    if (t->overflow) return connection_listed(h, name);
+    for (size_t i = 0; i < t->n; i++)
+        if (tg_proxy_caseeq(t->tok[i], name)) return true;
+    return false;
+}
+
+/* What an upstream response header is to the client's head. */
+enum up_class {
+    UH_FORWARD,    /* passes (unless a plugin sets it or Connection lists it) */
+    UH_DROP,       /* hop-by-hop */
+    UH_LENGTH,     /* Content-Length: ours replaces it, except on bodiless responses */
+    UH_VIA,        /* dropped, and extended in ours */
+    UH_CONNECTION, /* dropped, and its tokens are dropped too */
+    UH_SERVER,     /* passes; no Server of ours then */
+    UH_DATE,       /* passes; no Date of ours then */
+};
+
+/* Upstream headers the client never sees as they are. By length first, so most names cost
+ * one switch and at most two compares. */
+static enum up_class classify(tg_str_t name)
+{
+    if (name.len >= 6 && tg_http_token_is((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return UH_DROP;
+#define IS(lit) tg_http_token_is(name, TG_STR(lit))
+    switch (name.len) {
+    case 2:
+        return IS("te") ? UH_DROP : UH_FORWARD;
+    case 3:
+        return IS("via") ? UH_VIA : UH_FORWARD;
+    case 4:
+        return IS("date") ? UH_DATE : UH_FORWARD;
+    case 6:
+        return IS("server") ? UH_SERVER : UH_FORWARD;
+    case 7:
+        return IS("trailer") || IS("upgrade") ? UH_DROP : UH_FORWARD;
+    case 10:
+        if (IS("connection")) return UH_CONNECTION;
+        return IS("keep-alive") ? UH_DROP : UH_FORWARD;
+    case 14:
+        return IS("content-length") ? UH_LENGTH : UH_FORWARD;
+    case 17:
+        return IS("transfer-encoding") ? UH_DROP : UH_FORWARD;
+    default:
+        return UH_FORWARD;
+    }
+#undef IS
 }
 
 /* How the body reaches the client: length as received, re-chunked (HTTP/1.1 clients) or
@@ -105,18 +190,40 @@ static void choose_framing(tg_proxy_conn_t *c)
     if (!x->req_done) c->close_after = true; /* answered before the whole body arrived */
 }
 
-static void add_upstream_headers(tg_proxy_conn_t *c, tg_headbuf_t *b, bool *server, bool *date)
+/* The upstream's headers that pass, with what the rest of the head needs to know of them:
+ * whether Server and Date passed, and the first Via. */
+static void add_upstream_headers(tg_proxy_conn_t *c, tg_headbuf_t *b, bool *server, bool *date,
+                                 tg_str_t *via)
 {
     tg_proxy_exchange_t *x = &c->x;
+    const tg_http_response_head_t *h = &x->resp;
     bool keep_length = x->resp_kind == TG_HTTP_BODY_NONE; /* HEAD, 304: as the upstream said */
-    bool conn = tg_http_header_find(x->resp.headers, x->resp.nheaders, "connection") != NULL;
-    for (size_t i = 0; i < x->resp.nheaders; i++) {
-        tg_str_t name = x->resp.headers[i].name;
-        if (hop_by_hop(&x->resp, name, keep_length, conn) || plugin_sets(&x->req, name, 0))
+    uint8_t cls[TG_PROXY_MAX_HEADERS];
+    uint64_t edits = edit_lengths(&x->req, NULL);
+    conn_tokens_t ct; /* filled up to n: no need to zero its array */
+    ct.n = 0;
+    ct.overflow = false;
+    bool conn = false;
+    *via = TG_STR_NULL;
+    for (size_t i = 0; i < h->nheaders; i++) { /* first pass: Connection may come last */
+        enum up_class k = classify(h->headers[i].name);
+        cls[i] = (uint8_t)k;
+        if (k == UH_CONNECTION) {
+            conn = true;
+            add_tokens(&ct, h->headers[i].value);
+        }
+        if (k == UH_VIA && !via->p) *via = h->headers[i].value;
+    }
+    for (size_t i = 0; i < h->nheaders; i++) {
+        tg_str_t name = h->headers[i].name;
+        enum up_class k = cls[i];
+        if (k == UH_DROP || k == UH_VIA || k == UH_CONNECTION || (k == UH_LENGTH && !keep_length))
             continue;
-        if (tg_proxy_caseeq(name, TG_STR("server"))) *server = true;
-        if (tg_proxy_caseeq(name, TG_STR("date"))) *date = true;
-        tg_headbuf_header(b, name, x->resp.headers[i].value);
+        if (conn && token_listed(&ct, h, name)) continue;
+        if ((edits >> (name.len & 63) & 1) && plugin_sets(&x->req, name, 0)) continue;
+        if (k == UH_SERVER) *server = true;
+        if (k == UH_DATE) *date = true;
+        tg_headbuf_header(b, name, h->headers[i].value);
     }
 }
 
@@ -131,7 +238,8 @@ static void build_head(tg_proxy_conn_t *c, tg_headbuf_t *b)
     tg_headbuf_adds(b, reason);
     TG_HEADBUF_LIT(b, "\r\n");
     bool server = false, date = false;
-    add_upstream_headers(c, b, &server, &date);
+    tg_str_t via;
+    add_upstream_headers(c, b, &server, &date, &via);
     if (!date) {
         TG_HEADBUF_LIT(b, "Date: ");
         tg_headbuf_addz(b, tg_worker_date(c->w));
@@ -152,9 +260,8 @@ static void build_head(tg_proxy_conn_t *c, tg_headbuf_t *b)
     TG_HEADBUF_LIT(b, "\r\nX-Tollgate-Proxy-Latency: ");
     tg_headbuf_addi(b, tg_proxy_ms(x->t_start, x->t_upstream));
     TG_HEADBUF_LIT(b, "\r\nVia: ");
-    const tg_http_header_t *via = tg_http_header_find(x->resp.headers, x->resp.nheaders, "via");
-    if (via) {
-        tg_headbuf_adds(b, via->value);
+    if (via.p) {
+        tg_headbuf_adds(b, via);
         TG_HEADBUF_LIT(b, ", ");
     }
     TG_HEADBUF_LIT(b, "1.1 tollgate/" TG_VERSION "\r\nX-Tollgate-Request-Id: ");

@@ -140,33 +140,79 @@ static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
     return false;
 }
 
-/* Client headers we never forward as they are: hop-by-hop ones and those we set. */
-static bool dropped(const tg_proxy_conn_t *c, tg_str_t name, bool has_connection)
+/* What a client header is to the upstream head. */
+enum client_class {
+    CH_FORWARD,    /* passes (unless a plugin edits it or Connection lists it) */
+    CH_DROP,       /* hop-by-hop, or one we set ourselves */
+    CH_HOST,       /* dropped, and read: Host (preserve_host, X-Forwarded-Host) */
+    CH_XFF,        /* dropped, and read: X-Forwarded-For */
+    CH_VIA,        /* dropped, and read: Via */
+    CH_CONNECTION, /* dropped, and its tokens are dropped too */
+};
+
+/* Client headers we never forward as they are: hop-by-hop ones and those we set. By
+ * length first, so most names cost one switch and at most two compares. */
+static enum client_class classify(tg_str_t name)
 {
-    static const tg_str_t names[] = {
-        TG_STR("connection"),
-        TG_STR("keep-alive"),
-        TG_STR("te"),
-        TG_STR("trailer"),
-        TG_STR("transfer-encoding"),
-        TG_STR("upgrade"),
-        TG_STR("host"),
-        TG_STR("content-length"),
-        TG_STR("expect"),
-        TG_STR("x-forwarded-for"),
-        TG_STR("x-forwarded-proto"),
-        TG_STR("x-forwarded-host"),
-        TG_STR("x-forwarded-port"),
-        TG_STR("x-forwarded-path"),
-        TG_STR("x-forwarded-prefix"),
-        TG_STR("x-real-ip"),
-        TG_STR("via"),
-        TG_STR("x-tollgate-request-id"),
-    };
-    if (name.len >= 6 && tg_proxy_caseeq((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return true;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (tg_proxy_caseeq(name, names[i])) return true;
-    return has_connection && connection_token(c, name);
+    if (name.len >= 6 && tg_http_token_is((tg_str_t){name.p, 6}, TG_STR("proxy-"))) return CH_DROP;
+#define IS(lit) tg_http_token_is(name, TG_STR(lit))
+    switch (name.len) {
+    case 2:
+        return IS("te") ? CH_DROP : CH_FORWARD;
+    case 3:
+        return IS("via") ? CH_VIA : CH_FORWARD;
+    case 4:
+        return IS("host") ? CH_HOST : CH_FORWARD;
+    case 6:
+        return IS("expect") ? CH_DROP : CH_FORWARD;
+    case 7:
+        return IS("trailer") || IS("upgrade") ? CH_DROP : CH_FORWARD;
+    case 9:
+        return IS("x-real-ip") ? CH_DROP : CH_FORWARD;
+    case 10:
+        if (IS("connection")) return CH_CONNECTION;
+        return IS("keep-alive") ? CH_DROP : CH_FORWARD;
+    case 14:
+        return IS("content-length") ? CH_DROP : CH_FORWARD;
+    case 15:
+        return IS("x-forwarded-for") ? CH_XFF : CH_FORWARD;
+    case 16:
+        return IS("x-forwarded-host") || IS("x-forwarded-port") || IS("x-forwarded-path")
+                   ? CH_DROP
+                   : CH_FORWARD;
+    case 17:
+        return IS("transfer-encoding") || IS("x-forwarded-proto") ? CH_DROP : CH_FORWARD;
+    case 18:
+        return IS("x-forwarded-prefix") ? CH_DROP : CH_FORWARD;
+    case 21:
+        return IS("x-tollgate-request-id") ? CH_DROP : CH_FORWARD;
+    default:
+        return CH_FORWARD;
+    }
+#undef IS
+}
+
+/* The client's headers as the upstream head needs them, from one pass: each one's class,
+ * and the first Host, X-Forwarded-For and Via. */
+typedef struct client_view {
+    uint8_t cls[TG_PROXY_MAX_HEADERS];
+    tg_str_t host, xff, via; /* .p NULL when absent */
+    bool has_connection;
+} client_view_t;
+
+static void view_client(const tg_proxy_conn_t *c, client_view_t *v)
+{
+    v->host = v->xff = v->via = TG_STR_NULL;
+    v->has_connection = false;
+    for (size_t i = 0; i < c->head.nheaders; i++) {
+        const tg_http_header_t *h = &c->head.headers[i];
+        enum client_class k = classify(h->name);
+        v->cls[i] = (uint8_t)k;
+        if (k == CH_HOST && !v->host.p) v->host = h->value;
+        if (k == CH_XFF && !v->xff.p) v->xff = h->value;
+        if (k == CH_VIA && !v->via.p) v->via = h->value;
+        if (k == CH_CONNECTION) v->has_connection = true;
+    }
 }
 
 /* A plugin set or removed this header (names compare as Kong's: case and '_' vs '-'). */
@@ -185,12 +231,6 @@ static bool edited(const tg_req_t *r, tg_str_t name, size_t from)
     return false;
 }
 
-static tg_str_t client_header(const tg_proxy_conn_t *c, const char *name)
-{
-    const tg_http_header_t *h = tg_http_header_find(c->head.headers, c->head.nheaders, name);
-    return h ? h->value : TG_STR_NULL;
-}
-
 static void add_request_line(tg_proxy_conn_t *c, tg_headbuf_t *b)
 {
     tg_proxy_exchange_t *x = &c->x;
@@ -207,10 +247,10 @@ static void add_request_line(tg_proxy_conn_t *c, tg_headbuf_t *b)
     TG_HEADBUF_LIT(b, " HTTP/1.1\r\n");
 }
 
-static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
+static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b, const client_view_t *v)
 {
     tg_proxy_exchange_t *x = &c->x;
-    tg_str_t h = client_header(c, "host");
+    tg_str_t h = v->host;
     if (x->match.preserve_host && h.p) {
         tg_headbuf_header(b, TG_STR("Host"), h);
         return;
@@ -225,13 +265,14 @@ static void add_host(tg_proxy_conn_t *c, tg_headbuf_t *b)
     TG_HEADBUF_LIT(b, "\r\n");
 }
 
-static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
+static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b, const client_view_t *v)
 {
     tg_req_t *r = &c->x.req;
-    bool has_connection = client_header(c, "connection").p != NULL;
     for (size_t i = 0; i < c->head.nheaders; i++) {
         tg_str_t name = c->head.headers[i].name;
-        if (dropped(c, name, has_connection) || edited(r, name, 0)) continue;
+        if (v->cls[i] != CH_FORWARD || (v->has_connection && connection_token(c, name)) ||
+            edited(r, name, 0))
+            continue;
         if (r->body_replaced && r->new_content_type.len && is_name(name, "content-type")) continue;
         tg_headbuf_header(b, name, c->head.headers[i].value);
     }
@@ -239,7 +280,7 @@ static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
         const tg_req_header_edit_t *e = &r->upstream_edits[i];
         tg_str_t name = {e->name, e->name_len};
         if (!e->value.p || edited(r, name, i + 1)) continue; /* last edit wins */
-        if (!tg_http_is_token(name) || !tg_http_is_field_value(e->value))
+        if (!e->valid && (!tg_http_is_token(name) || !tg_http_is_field_value(e->value)))
             continue; /* e.g. a consumer name with a line break must not split the head */
         tg_headbuf_header(b, name, e->value);
     }
@@ -248,10 +289,10 @@ static void add_client_headers(tg_proxy_conn_t *c, tg_headbuf_t *b)
 }
 
 /* X-Forwarded-*, X-Real-IP, Via and the request id (kong/runloop/handler.lua). */
-static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b)
+static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b, const client_view_t *v)
 {
     tg_proxy_exchange_t *x = &c->x;
-    tg_str_t xff = client_header(c, "x-forwarded-for"), via = client_header(c, "via");
+    tg_str_t xff = v->xff, via = v->via;
     TG_HEADBUF_LIT(b, "X-Forwarded-For: ");
     if (xff.p) {
         tg_headbuf_adds(b, xff);
@@ -260,7 +301,7 @@ static void add_forwarded(tg_proxy_conn_t *c, tg_headbuf_t *b)
     tg_headbuf_addz(b, c->peer_ip);
     tg_headbuf_addz(b, c->l->ssl ? "\r\nX-Forwarded-Proto: https\r\n"
                                  : "\r\nX-Forwarded-Proto: http\r\n");
-    tg_str_t host = client_header(c, "host");
+    tg_str_t host = v->host;
     if (host.p) {
         const char *colon = host.p[0] == '[' ? NULL : memchr(host.p, ':', host.len);
         if (colon) host.len = (size_t)(colon - host.p);
@@ -315,10 +356,12 @@ static void add_framing(tg_proxy_conn_t *c, tg_headbuf_t *b)
 static void build_request(tg_proxy_conn_t *c)
 {
     tg_headbuf_t b = {c->x.up_request, 0, c->x.up_request_cap}; /* the last exchange's buffer */
+    client_view_t v;
+    view_client(c, &v);
     add_request_line(c, &b);
-    add_host(c, &b);
-    add_client_headers(c, &b);
-    add_forwarded(c, &b);
+    add_host(c, &b, &v);
+    add_client_headers(c, &b, &v);
+    add_forwarded(c, &b, &v);
     add_framing(c, &b);
     c->x.up_request = b.p;
     c->x.up_request_len = b.len;

@@ -23,9 +23,10 @@ typedef struct tg_req tg_req_t;
 
 /* A pending change to what goes upstream or back to the client. */
 typedef struct tg_req_header_edit {
-    const char *name; /* arena copy */
-    tg_str_t value;   /* arena copy; .p NULL = remove */
+    const char *name; /* arena copy, or borrowed (the _ref setters) */
+    tg_str_t value;   /* arena copy, or borrowed; .p NULL = remove */
     size_t name_len;  /* strlen(name) */
+    bool valid;       /* the setter vouched: name is a token, value a field value */
 } tg_req_header_edit_t;
 
 enum tg_req_body_state {
@@ -45,6 +46,9 @@ typedef struct tg_req_arena_chunk tg_req_arena_chunk_t;
 struct tg_req {
     /* input (set by the proxy, views valid for the whole request) */
     tg_str_t method, path, query; /* query.p NULL when there is no '?' */
+    /* the path as the router normalised it to match (tg_router_normalize_path); .p NULL
+     * when nobody normalised it yet: tg_req_normalized_path then does, once */
+    tg_str_t norm_path;
     const tg_http_header_t *headers;
     size_t nheaders;
     tg_str_t client_ip;
@@ -58,6 +62,7 @@ struct tg_req {
     const struct tg_identity_source *identity;
     /* results (read by the proxy) */
     const json_t *consumer, *credential;
+    tg_str_t consumer_id, credential_id; /* their "id" (borrowed from them); .p NULL: none */
     tg_req_header_edit_t *upstream_edits, *response_headers;
     size_t nupstream_edits, cap_upstream_edits, nresponse_headers, cap_response_headers;
     bool query_replaced, body_replaced;
@@ -76,6 +81,14 @@ void tg_req_release(tg_req_t *r);
 /* ---- the client request, as received ---- */
 tg_str_t tg_req_method(const tg_req_t *r);
 tg_str_t tg_req_path(const tg_req_t *r);  /* raw path, before '?' */
+/*
+ * The path as Kong's kong.request.get_path() gives it: normalised (RFC 3986 §6 as Kong's
+ * uri.lua does it: escapes of unreserved and other non-reserved bytes decoded, reserved
+ * ones upper-cased, dot segments removed, "//" merged). The proxy hands over what the
+ * router already computed; otherwise it is computed here once, into the arena. Security
+ * decisions on the path (rate-limit keys, ACLs) must use this, never the raw path.
+ */
+tg_str_t tg_req_normalized_path(tg_req_t *r);
 tg_str_t tg_req_query(const tg_req_t *r); /* after '?', raw; .p NULL when there is no '?' */
 /* Client header i (0-based) of those named `name`, compared case-insensitively and with '_'
  * and '-' equivalent (Kong's header-table normalisation); false when there is none. */
@@ -101,6 +114,15 @@ void tg_req_set_query(tg_req_t *r, tg_str_t query);
 /* ---- what goes upstream ---- */
 /* Sets (replacing every client copy) or, with value.p == NULL, removes a request header. */
 void tg_req_set_upstream_header(tg_req_t *r, const char *name, tg_str_t value);
+/*
+ * The same without copying, for the request path: `name` (NUL-terminated, name_len bytes)
+ * and `value` must stay valid until the request ends (literals, tg_req_alloc memory, JSON
+ * the request holds). `valid` says the caller checked that name is an RFC 9110 token and
+ * value a field value (tg_http_is_token, tg_http_is_field_value), so the proxy does not
+ * check them again; false leaves the check to the proxy, as for the copying setters.
+ */
+void tg_req_set_upstream_header_ref(tg_req_t *r, const char *name, size_t name_len,
+                                    tg_str_t value, bool valid);
 
 /* ---- identity (key-auth) ---- */
 /*
@@ -109,8 +131,16 @@ void tg_req_set_upstream_header(tg_req_t *r, const char *name, tg_str_t value);
  * (rate-limiting by consumer/credential, consumer-scoped configs) read them back.
  */
 void tg_req_set_consumer(tg_req_t *r, const json_t *consumer, const json_t *credential);
+/* The same with their "id" strings already at hand (borrowed from that JSON, .p NULL when
+ * absent): later plugins and the proxy read the ids on every request, and this spares the
+ * lookups. */
+void tg_req_set_identity(tg_req_t *r, const json_t *consumer, tg_str_t consumer_id,
+                         const json_t *credential, tg_str_t credential_id);
 const json_t *tg_req_consumer(const tg_req_t *r);
 const json_t *tg_req_credential(const tg_req_t *r);
+/* The "id" of the consumer / credential; .p NULL when there is none. */
+tg_str_t tg_req_consumer_id(const tg_req_t *r);
+tg_str_t tg_req_credential_id(const tg_req_t *r);
 /* The route and service that matched (borrowed; service may be NULL). */
 const json_t *tg_req_route(const tg_req_t *r);
 const json_t *tg_req_service(const tg_req_t *r);
@@ -126,6 +156,9 @@ void tg_req_exit(tg_req_t *r, int status, const char *message, const tg_http_hea
                  size_t nheaders);
 /* Adds a header to the response the client will get (proxied or generated); copied. */
 void tg_req_add_response_header(tg_req_t *r, const char *name, tg_str_t value);
+/* The same without copying; the contract of tg_req_set_upstream_header_ref. */
+void tg_req_add_response_header_ref(tg_req_t *r, const char *name, size_t name_len,
+                                    tg_str_t value, bool valid);
 
 /* Unix time of the request start in milliseconds (windows, TTLs). */
 int64_t tg_req_start_ms(const tg_req_t *r);

@@ -8,7 +8,6 @@
 #include "http.h"
 #include "error.h"
 
-#include <ctype.h>
 #include <string.h>
 
 /*
@@ -115,6 +114,12 @@ static int expect_crlf(const char *p, const char *end)
 /* "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 §2.3). */
 static int parse_version(const char *p, const char *end, int *major, int *minor)
 {
+    if (end - p >= 8 && memcmp(p, "HTTP/", 5) == 0 && p[5] >= '0' && p[5] <= '9' &&
+        p[6] == '.' && p[7] >= '0' && p[7] <= '9') { /* the usual case, whole */
+        *major = p[5] - '0';
+        *minor = p[7] - '0';
+        return 0;
+    }
     static const char pat[] = "HTTP/#.#";
     for (size_t i = 0; i < 8; i++) {
         if (p + i == end) return -TG_EAGAIN;
@@ -124,6 +129,25 @@ static int parse_version(const char *p, const char *end, int *major, int *minor)
     *major = p[5] - '0';
     *minor = p[7] - '0';
     return 0;
+}
+
+/*
+ * Skips bytes that are field-vchar, SP or obs-text, eight at a time: a word passes when
+ * none of its bytes is below 0x20 (controls, HTAB, CR, LF) or 0x7F (DEL). Exact, never
+ * skipping a byte the per-byte loop would stop at; HTAB and the rest go byte by byte.
+ * Values are most of a head's bytes, and this is the parser's hottest loop.
+ */
+static const char *skip_plain_value(const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t del = w ^ (0x7f * ones);
+        if ((((w - 0x20 * ones) & ~w) | ((del - ones) & ~del)) & highs) break;
+        p += 8;
+    }
+    return p;
 }
 
 /*
@@ -142,12 +166,16 @@ static int parse_field_line(const char *p, const char *end, tg_http_header_t *h,
     p++;
     while (p < end && is_ows(*p))
         p++;
-    const char *value = p;
+    const char *value = p; /* leading OWS skipped: only trailing OWS is left to trim */
+    p = skip_plain_value(p, end);
     while (p < end && is_cc(*p, TG_HTTP_CC_VALUE))
         p++;
     int rc = expect_crlf(p, end);
     if (rc < 0) return rc;
-    h->value = trim_ows(span(value, p));
+    tg_str_t v = span(value, p);
+    while (v.len && is_ows(v.p[v.len - 1]))
+        v.len--;
+    h->value = v;
     *next = p + 2;
     return 0;
 }
@@ -190,11 +218,6 @@ static bool ascii_caseeq(tg_str_t a, tg_str_t b)
     return true;
 }
 
-static bool name_is(const tg_http_header_t *h, tg_str_t name)
-{
-    return ascii_caseeq(h->name, name);
-}
-
 /* Calls fn on each non-empty element of a comma-separated list (RFC 9110 §5.6.1). */
 static void each_element(tg_str_t v, void (*fn)(tg_str_t el, void *arg), void *arg)
 {
@@ -233,10 +256,12 @@ struct framing {
     bool host_bad;
 };
 
-/* RFC 3986 reg-name / IPv4 characters: unreserved, pct-encoded ('%'), sub-delims. */
+/* RFC 3986 reg-name / IPv4 characters: unreserved, pct-encoded ('%'), sub-delims. Letters
+ * and digits first, without the locale-aware isalnum call: every request's Host goes here. */
 static bool reg_name_char(unsigned char c)
 {
-    return isalnum(c) || strchr("-._~%!$&'()*+,;=", c) != NULL;
+    if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
+    return c != 0 && memchr("-._~%!$&'()*+,;=", c, 16) != NULL;
 }
 
 /*
@@ -256,7 +281,7 @@ static bool host_valid(tg_str_t v)
         while (i < v.len && reg_name_char((unsigned char)v.p[i])) i++;
     }
     if (i < v.len && v.p[i] == ':') /* port = *DIGIT */
-        for (i++; i < v.len && isdigit((unsigned char)v.p[i]); i++) {}
+        for (i++; i < v.len && v.p[i] >= '0' && v.p[i] <= '9'; i++) {}
     return i == v.len;
 }
 
@@ -288,20 +313,33 @@ static void scan_framing(const tg_http_header_t *h, size_t n, struct framing *f)
     memset(f, 0, sizeof *f);
     f->length = -1;
     for (size_t i = 0; i < n; i++) {
-        if (name_is(&h[i], TG_STR("content-length"))) {
+        tg_str_t name = h[i].name;
+        switch (name.len) { /* by length first: most names are none of these */
+        case 14:
+            if (!tg_http_token_is(name, TG_STR("content-length"))) break;
             f->n_length++;
             if (parse_length(h[i].value, &f->length) < 0) f->length_bad = true;
-        } else if (name_is(&h[i], TG_STR("transfer-encoding"))) {
+            break;
+        case 17:
+            if (!tg_http_token_is(name, TG_STR("transfer-encoding"))) break;
             f->has_te = true;
             f->te_last_chunked = false;
             each_element(h[i].value, te_element, f);
-        } else if (name_is(&h[i], TG_STR("connection"))) {
-            each_element(h[i].value, connection_element, f);
-        } else if (name_is(&h[i], TG_STR("host"))) {
+            break;
+        case 10:
+            if (tg_http_token_is(name, TG_STR("connection")))
+                each_element(h[i].value, connection_element, f);
+            break;
+        case 4:
+            if (!tg_http_token_is(name, TG_STR("host"))) break;
             f->n_host++;
             if (!host_valid(h[i].value)) f->host_bad = true;
-        } else if (name_is(&h[i], TG_STR("expect"))) {
-            if (tg_str_caseeq(h[i].value, TG_STR("100-continue"))) f->expect_continue = true;
+            break;
+        case 6:
+            if (tg_http_token_is(name, TG_STR("expect")) &&
+                tg_str_caseeq(h[i].value, TG_STR("100-continue")))
+                f->expect_continue = true;
+            break;
         }
     }
 }

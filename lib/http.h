@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct tg_http_header {
     tg_str_t name;
@@ -124,6 +125,28 @@ extern const unsigned char tg_http_cc[256];
 static inline bool tg_http_cc_is(unsigned char c, unsigned cls)
 {
     return (tg_http_cc[c] & cls) != 0;
+}
+
+/*
+ * Whether a token (every header name the parsers return is one) equals a lower-case literal
+ * made of letters, digits and '-', case-insensitively. Eight bytes at a time: OR-ing 0x20
+ * into a token byte yields such a literal byte only from that byte or its upper-case
+ * letter, so this is exact for tokens, and only for tokens (a CR would equal '-').
+ */
+static inline bool tg_http_token_is(tg_str_t name, tg_str_t lower)
+{
+    if (name.len != lower.len) return false;
+    const uint64_t caps = 0x2020202020202020ULL;
+    size_t i = 0;
+    for (; i + 8 <= name.len; i += 8) {
+        uint64_t a, b;
+        memcpy(&a, name.p + i, 8);
+        memcpy(&b, lower.p + i, 8);
+        if ((a | caps) != b) return false;
+    }
+    for (; i < name.len; i++)
+        if (((unsigned char)name.p[i] | 0x20) != (unsigned char)lower.p[i]) return false;
+    return true;
 }
 
 /* True when `s` is a non-empty RFC 9110 token (methods, header names). */

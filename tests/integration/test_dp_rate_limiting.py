@@ -351,8 +351,6 @@ def raw_get(dp, target):
                            headers=requests.structures.CaseInsensitiveDict(headers))
 
 
-@pytest.mark.xfail(strict=True, reason="limit_by path compares the raw path; Kong compares the "
-                   "normalised one (kong.request.get_path) - fix pending in the rate-limiting handler")
 def test_limit_by_path(dp):
     """limit_by path compares Kong's kong.request.get_path(): the normalised path (RFC 3986
     §6: unreserved escapes decoded, dot segments removed, duplicate slashes merged)."""

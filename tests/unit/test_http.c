@@ -274,6 +274,31 @@ static void control_characters(void **state)
     refused("GET / HTTP/1.1\r\n" H "\xc3\xa9: a\r\n\r\n", 400);
 }
 
+/* Field values are scanned eight bytes at a time: every byte value at every offset of a
+ * long value (both halves of a word, word boundaries, the tail) is accepted or refused
+ * exactly as the per-byte rule says, and accepted values keep all their bytes. */
+static void field_value_bytes_everywhere(void **state)
+{
+    char buf[128];
+    for (int b = 0; b < 256; b++) {
+        for (size_t pos = 0; pos < 24; pos++) {
+            char value[25] = "abcdefghijklmnopqrstuvwx";
+            value[pos] = (char)b;
+            int n = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\n" H "X: ");
+            memcpy(buf + n, value, 24);
+            memcpy(buf + n + 24, "\r\n\r\n", 5);
+            int rc = parse_n(buf, (size_t)n + 28);
+            bool ok = tg_http_cc_is((unsigned char)b, TG_HTTP_CC_VALUE);
+            if ((rc == 0) != ok) fail_msg("byte 0x%02x at %zu: rc %d", b, pos, rc);
+            if (!ok) continue;
+            bool ows = b == ' ' || b == '\t'; /* trimmed at either end */
+            size_t from = pos == 0 && ows ? 1 : 0, len = (pos == 0 || pos == 23) && ows ? 23 : 24;
+            assert_int_equal(hdrs[1].value.len, len);
+            assert_memory_equal(hdrs[1].value.p, value + from, len);
+        }
+    }
+}
+
 static void request_line_shapes(void **state)
 {
     refused("G(ET / HTTP/1.1\r\n" H "\r\n", 400);
@@ -712,6 +737,29 @@ static void helpers(void **state)
     assert_string_equal(tg_http_status_reason(404), "Not Found");
     assert_string_equal(tg_http_status_reason(431), "Request Header Fields Too Large");
     assert_string_equal(tg_http_status_reason(299), "Unknown");
+    /* token_is: case-insensitive, word-wise, at every length around the 8-byte steps */
+    assert_true(tg_http_token_is(TG_STR("Content-Length"), TG_STR("content-length")));
+    assert_true(tg_http_token_is(TG_STR("CONNECTION"), TG_STR("connection")));
+    assert_true(tg_http_token_is(TG_STR("X-Forwarded-Prefix"), TG_STR("x-forwarded-prefix")));
+    assert_true(tg_http_token_is(TG_STR("te"), TG_STR("te")));
+    assert_true(tg_http_token_is(TG_STR(""), TG_STR("")));
+    assert_false(tg_http_token_is(TG_STR("Content-Lengtx"), TG_STR("content-length")));
+    assert_false(tg_http_token_is(TG_STR("Xontent-Length"), TG_STR("content-length")));
+    assert_false(tg_http_token_is(TG_STR("connectio"), TG_STR("connection")));
+    assert_false(tg_http_token_is(TG_STR("keep_alive"), TG_STR("keep-alive")));
+    assert_false(tg_http_token_is(TG_STR("x-real-id"), TG_STR("x-real-ip")));
+    assert_false(tg_http_token_is(TG_STR("Hosts"), TG_STR("host")));
+    char name[32], lower[32];
+    for (size_t n = 1; n < sizeof name; n++) { /* one differing byte at each position */
+        for (size_t k = 0; k < n; k++) {
+            memset(lower, 'a', n);
+            memset(name, 'A', n);
+            name[k] = 'b';
+            assert_false(tg_http_token_is((tg_str_t){name, n}, (tg_str_t){lower, n}));
+            name[k] = 'A';
+            assert_true(tg_http_token_is((tg_str_t){name, n}, (tg_str_t){lower, n}));
+        }
+    }
 }
 
 int main(void)
@@ -733,6 +781,7 @@ int main(void)
         cmocka_unit_test(line_endings),
         cmocka_unit_test(folding_and_whitespace),
         cmocka_unit_test(control_characters),
+        cmocka_unit_test(field_value_bytes_everywhere),
         cmocka_unit_test(request_line_shapes),
         cmocka_unit_test(invalid_targets),
         cmocka_unit_test(host_rules),

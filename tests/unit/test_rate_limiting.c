@@ -462,6 +462,43 @@ static void test_limit_by_path(void **state)
     handler()->release(conf);
 }
 
+/* limit_by path compares the normalised path (Kong's kong.request.get_path()), so escapes,
+ * dot segments and doubled slashes cannot dodge the limit; the identifier is that path too. */
+static void test_limit_by_path_normalised(void **state)
+{
+    (void)state;
+    void *conf = configure("{\"minute\":4,\"limit_by\":\"path\",\"path\":\"/limited\"}");
+    static const char *const raw[] = {"/%6Cimited", "/x/../limited", "//limited", "/./limited"};
+    req_t q;
+    for (int i = 0; i < 4; i++) {
+        req_start(&q, T_1450_00);
+        q.r.path = tg_str_from(raw[i]);
+        by_ip(&q, i % 2); /* from two clients: the path is what is counted */
+        assert_int_equal(run(conf, &q), TG_FLOW_CONTINUE);
+        char want[8];
+        snprintf(want, sizeof want, "%d", 3 - i);
+        assert_string_equal(resp(&q, "X-RateLimit-Remaining-Minute"), want);
+        assert_true(tg_str_eq_lit(tg_req_normalized_path(&q.r), "/limited"));
+        req_end(&q);
+    }
+    req_start(&q, T_1450_00);
+    q.r.path = TG_STR("/limited");
+    assert_int_equal(run(conf, &q), TG_FLOW_DONE); /* the fifth on that path */
+    req_end(&q);
+    /* the proxy hands over the router's normalised path; the plugin uses it as given */
+    req_start(&q, T_1450_00);
+    q.r.path = TG_STR("/raw/../elsewhere");
+    q.r.norm_path = TG_STR("/limited");
+    assert_int_equal(run(conf, &q), TG_FLOW_DONE);
+    req_end(&q);
+    /* a path that only resembles it once decoded with a reserved escape stays apart */
+    req_start(&q, T_1450_00);
+    q.r.path = TG_STR("/limit%65d%2F");
+    assert_int_equal(run(conf, &q), TG_FLOW_CONTINUE); /* "/limited%2F": counted by address */
+    req_end(&q);
+    handler()->release(conf);
+}
+
 /* The counter belongs to the instance's scope: a global instance counts across routes,
  * two route-scoped instances count apart. */
 static void test_scope_in_key(void **state)
@@ -737,6 +774,7 @@ int main(void)
         cmocka_unit_test(test_fractional_limit),
         cmocka_unit_test(test_limit_by),
         cmocka_unit_test(test_limit_by_path),
+        cmocka_unit_test(test_limit_by_path_normalised),
         cmocka_unit_test(test_scope_in_key),
         cmocka_unit_test(test_hide_client_headers),
         cmocka_unit_test(test_custom_error),

@@ -304,24 +304,6 @@ static bool hex_to_bytes(tg_str_t hex, uint8_t *out, size_t n)
     return true;
 }
 
-/*
- * A credential found by digest counts only if its stored digest is the one computed
- * (compared in constant time: the index is a lookup structure, this is the check) and it
- * has not expired (expires_at <= now is Kong's ttl reaching 0: treated as not found).
- */
-static bool credential_usable(const tg_req_t *r, const json_t *cred,
-                              const uint8_t digest[TG_SHA256_LEN])
-{
-    uint8_t stored[TG_SHA256_LEN];
-    if (!hex_to_bytes(json_str(cred, "key_digest"), stored, sizeof(stored))) {
-        TG_LOGE(MOD, "credential %s has no valid key_digest", id_of(cred));
-        return false;
-    }
-    if (!tg_ct_equal(stored, digest, TG_SHA256_LEN)) return false;
-    const json_t *exp = json_object_get(cred, "expires_at");
-    return !json_is_number(exp) || json_number_value(exp) * 1000.0 > (double)tg_req_start_ms(r);
-}
-
 static EVP_MD *sha256_md;
 static pthread_key_t sha256_ctx_key;
 static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
@@ -354,7 +336,7 @@ static EVP_MD_CTX *thread_ctx(void)
 /* SHA-256 of the key, as tg_sha256 computes it, but with the algorithm fetched once and a
  * context kept per thread: handed EVP_sha256(), OpenSSL 3 looks the implementation up and
  * allocates a context on every call. */
-static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
+static void sha256_key(tg_str_t key, uint8_t out[TG_SHA256_LEN])
 {
     unsigned int n = 0;
     pthread_once(&sha256_once, fetch_sha256);
@@ -366,8 +348,212 @@ static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
     tg_sha256(key.p, key.len, out);
 }
 
-/* 0 with *cred, -TG_ENOTFOUND, or the first lookup error when no source had the key. */
-static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, const json_t **cred)
+/* ------------------------------------------------------------------ per-thread memos */
+
+/*
+ * The same few keys, credentials and consumers come back request after request, and what
+ * key-auth derives from them cost more than the rest of the plugin (a SHA-256, a dozen JSON
+ * lookups, decoding the stored digest, copying five header values). Each worker thread
+ * keeps two small direct-mapped tables instead:
+ *
+ *  - key → digest. SHA-256 is a pure function, so an entry is never stale. Keys are
+ *    compared in constant time; the table holds recent plaintext keys in memory (as the
+ *    request buffers they arrived in do), never on disk, and wipes them when the thread
+ *    ends. Keys longer than DIGEST_KEY_MAX are hashed every time.
+ *  - credential → what key-auth reads of it and of its consumer, keyed by the JSON objects
+ *    the identity source handed out. An entry holds a reference to both, so their addresses
+ *    cannot be reused by other entities while it exists; a source that hands out another
+ *    object (the config changed, a source without a cache) misses, and the entry is filled
+ *    from the new one. Header values are borrowed from the JSON, which the request itself
+ *    holds until it ends (identity.h), so they are valid for every request that matched.
+ *
+ * Bounded: DIGEST_SLOTS and CRED_SLOTS entries per thread, replaced on collision; JSON an
+ * entry holds lives until the entry is replaced or the thread ends.
+ */
+#define DIGEST_SLOTS 64
+#define DIGEST_KEY_MAX 64
+#define CRED_SLOTS 64
+
+struct digest_slot {
+    uint8_t len; /* 0: empty (an empty key is refused before any lookup) */
+    char key[DIGEST_KEY_MAX];
+    uint8_t digest[TG_SHA256_LEN];
+};
+
+/* What set_consumer sends upstream for one consumer. */
+struct consumer_info {
+    const json_t *consumer;
+    tg_str_t id, custom_id, username; /* .p NULL when absent */
+    bool id_ok, custom_id_ok, username_ok; /* a field value that may be sent */
+};
+
+struct cred_slot {
+    json_t *cred, *consumer; /* references when `held`; cred NULL: empty */
+    bool held;               /* a memo entry (else a one-request scratch copy) */
+    bool digest_ok;          /* key_digest was 64 hex digits, decoded into digest */
+    uint8_t digest[TG_SHA256_LEN];
+    bool expires;
+    double expires_ms;
+    tg_str_t id, consumer_id; /* credential id, consumer.id; .p NULL when absent */
+    bool id_ok;
+    bool has_consumer_info; /* info describes `consumer` (which may be NULL: not found) */
+    struct consumer_info info;
+};
+
+struct memo {
+    struct digest_slot digests[DIGEST_SLOTS];
+    struct cred_slot creds[CRED_SLOTS];
+};
+
+static _Thread_local struct memo *thread_memo;
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static bool memo_key_ok;
+
+static void cred_slot_clear(struct cred_slot *e)
+{
+    json_decref(e->cred);
+    json_decref(e->consumer);
+    memset(e, 0, sizeof(*e));
+}
+
+static void free_memo(void *p)
+{
+    struct memo *m = p;
+    for (size_t i = 0; i < CRED_SLOTS; i++)
+        cred_slot_clear(&m->creds[i]);
+    explicit_bzero(m->digests, sizeof(m->digests)); /* plaintext keys */
+    free(m);
+    thread_memo = NULL;
+}
+
+static void memo_init(void)
+{
+    memo_key_ok = pthread_key_create(&memo_key, free_memo) == 0;
+}
+
+/* This thread's memo; NULL when it cannot be registered for freeing (then nothing is kept). */
+static struct memo *memo(void)
+{
+    if (thread_memo) return thread_memo;
+    pthread_once(&memo_once, memo_init);
+    if (!memo_key_ok) return NULL;
+    struct memo *m = tg_calloc(1, sizeof(*m));
+    if (pthread_setspecific(memo_key, m) != 0) {
+        free(m);
+        return NULL;
+    }
+    return thread_memo = m;
+}
+
+/* FNV-1a: spreads short keys over the slots; the table needs no more (collisions only
+ * replace an entry, and the slot is never trusted without comparing the key). */
+static size_t key_slot(tg_str_t key)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < key.len; i++)
+        h = (h ^ (unsigned char)key.p[i]) * 16777619u;
+    return (h ^ (h >> 16)) & (DIGEST_SLOTS - 1);
+}
+
+static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
+{
+    struct memo *m = key.len <= DIGEST_KEY_MAX ? memo() : NULL;
+    if (!m) {
+        sha256_key(key, out);
+        return;
+    }
+    struct digest_slot *d = &m->digests[key_slot(key)];
+    if (d->len == key.len && tg_ct_equal(d->key, key.p, key.len)) {
+        memcpy(out, d->digest, TG_SHA256_LEN);
+        return;
+    }
+    sha256_key(key, out);
+    d->len = (uint8_t)key.len;
+    memcpy(d->key, key.p, key.len);
+    memcpy(d->digest, out, TG_SHA256_LEN);
+}
+
+static void describe_consumer(const json_t *consumer, struct consumer_info *ci)
+{
+    ci->consumer = consumer;
+    ci->id = json_str(consumer, "id");
+    ci->custom_id = json_str(consumer, "custom_id");
+    ci->username = json_str(consumer, "username");
+    ci->id_ok = ci->id.p && tg_http_is_field_value(ci->id);
+    ci->custom_id_ok = ci->custom_id.p && tg_http_is_field_value(ci->custom_id);
+    ci->username_ok = ci->username.p && tg_http_is_field_value(ci->username);
+}
+
+/* Fills `e` from a credential; takes a reference when `hold` (a memo entry). */
+static void describe_credential(struct cred_slot *e, json_t *cred, bool hold)
+{
+    e->cred = hold ? json_incref(cred) : cred;
+    e->held = hold;
+    e->digest_ok = hex_to_bytes(json_str(cred, "key_digest"), e->digest, sizeof(e->digest));
+    const json_t *exp = json_object_get(cred, "expires_at");
+    e->expires = json_is_number(exp);
+    e->expires_ms = e->expires ? json_number_value(exp) * 1000.0 : 0;
+    e->id = json_str(cred, "id");
+    e->id_ok = e->id.p && tg_http_is_field_value(e->id);
+    e->consumer_id = json_str(json_object_get(cred, "consumer"), "id");
+}
+
+/* The memo entry for a credential the source handed out, filled when it is new. */
+static struct cred_slot *cred_info(json_t *cred, struct cred_slot *scratch)
+{
+    struct memo *m = memo();
+    if (!m) {
+        memset(scratch, 0, sizeof(*scratch));
+        describe_credential(scratch, cred, false);
+        return scratch;
+    }
+    uintptr_t h = (uintptr_t)cred;
+    struct cred_slot *e = &m->creds[((h >> 4) ^ (h >> 12)) & (CRED_SLOTS - 1)];
+    if (e->cred == cred) return e;
+    cred_slot_clear(e);
+    describe_credential(e, cred, true);
+    return e;
+}
+
+/* What to send for the credential's consumer (found by the caller; NULL: not found). */
+static const struct consumer_info *consumer_info(struct cred_slot *e, json_t *consumer,
+                                                 struct consumer_info *scratch)
+{
+    if (e->has_consumer_info && e->consumer == consumer) return &e->info;
+    if (!e->held) {
+        describe_consumer(consumer, scratch);
+        return scratch;
+    }
+    json_decref(e->consumer);
+    e->consumer = json_incref(consumer);
+    describe_consumer(consumer, &e->info);
+    e->has_consumer_info = true;
+    return &e->info;
+}
+
+/* ------------------------------------------------------------------ credentials */
+
+/*
+ * A credential found by digest counts only if its stored digest is the one computed
+ * (compared in constant time: the index is a lookup structure, this is the check) and it
+ * has not expired (expires_at <= now is Kong's ttl reaching 0: treated as not found).
+ */
+static bool credential_usable(const tg_req_t *r, const struct cred_slot *e,
+                              const uint8_t digest[TG_SHA256_LEN])
+{
+    if (!e->digest_ok) {
+        TG_LOGE(MOD, "credential %s has no valid key_digest", id_of(e->cred));
+        return false;
+    }
+    if (!tg_ct_equal(e->digest, digest, TG_SHA256_LEN)) return false;
+    return !e->expires || e->expires_ms > (double)tg_req_start_ms(r);
+}
+
+/* 0 with *cred (and its memo entry), -TG_ENOTFOUND, or the first lookup error when no source
+ * had the key. */
+static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t **cred,
+                           struct cred_slot **info, struct cred_slot *scratch)
 {
     const tg_identity_source_t *ids = r->identity;
     uint8_t digest[TG_SHA256_LEN];
@@ -380,46 +566,49 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, const 
             rc = realm_credential_lookup(r, &c->sources[i], digest, &found);
         else
             rc = ids ? ids->credential_by_digest(ids->ud, digest, &found) : -TG_EINVAL;
-        if (rc == 0 && credential_usable(r, found, digest)) {
-            *cred = found;
-            return 0;
+        if (rc == 0) {
+            struct cred_slot *e = cred_info(found, scratch);
+            if (credential_usable(r, e, digest)) {
+                *cred = found;
+                *info = e;
+                return 0;
+            }
         }
         if (rc < 0 && rc != -TG_ENOTFOUND && first_err == 0) first_err = rc;
     }
     return first_err ? first_err : -TG_ENOTFOUND;
 }
 
-static void set_or_clear(tg_req_t *r, const char *header, tg_str_t value)
-{
-    tg_req_set_upstream_header(r, header, value.p ? value : TG_STR_NULL);
-}
+/* One X-Consumer-* header: set to the value (borrowed: the request holds the JSON), or
+ * removed when there is none, so a client cannot pass a forged one through. */
+#define SET_OR_CLEAR(r, lit, v, ok)                                                               \
+    tg_req_set_upstream_header_ref((r), "" lit, sizeof(lit) - 1, (v).p ? (v) : TG_STR_NULL, (ok))
 
-/*
- * Records the identity and sets the X-Consumer-* headers upstream. Every header that does
- * not apply is removed, so a client cannot pass a forged one through.
- */
-static void set_consumer(tg_req_t *r, const json_t *consumer, const json_t *credential)
+/* Records the identity and sets the X-Consumer-* headers upstream. */
+static void set_consumer(tg_req_t *r, const struct consumer_info *ci, const json_t *credential,
+                         tg_str_t cred_id, bool cred_id_ok)
 {
-    tg_req_set_consumer(r, consumer, credential);
-    set_or_clear(r, "X-Consumer-ID", json_str(consumer, "id"));
-    set_or_clear(r, "X-Consumer-Custom-ID", json_str(consumer, "custom_id"));
-    set_or_clear(r, "X-Consumer-Username", json_str(consumer, "username"));
-    set_or_clear(r, "X-Credential-Identifier", json_str(credential, "id"));
-    set_or_clear(r, "X-Anonymous-Consumer", credential ? TG_STR_NULL : TG_STR("true"));
+    tg_req_set_identity(r, ci->consumer, ci->id, credential, cred_id);
+    SET_OR_CLEAR(r, "X-Consumer-ID", ci->id, ci->id_ok);
+    SET_OR_CLEAR(r, "X-Consumer-Custom-ID", ci->custom_id, ci->custom_id_ok);
+    SET_OR_CLEAR(r, "X-Consumer-Username", ci->username, ci->username_ok);
+    SET_OR_CLEAR(r, "X-Credential-Identifier", cred_id, cred_id_ok);
+    tg_req_set_upstream_header_ref(r, "X-Anonymous-Consumer", sizeof("X-Anonymous-Consumer") - 1,
+                                   credential ? TG_STR_NULL : TG_STR("true"), true);
 }
 
 /* The credential's consumer; Kong goes on without one when it is missing. */
-static enum outcome load_owner(struct attempt *a, const json_t *cred, const json_t **consumer)
+static enum outcome load_owner(struct attempt *a, const struct cred_slot *e, json_t **consumer)
 {
     const tg_identity_source_t *ids = a->r->identity;
-    tg_str_t id = json_str(json_object_get(cred, "consumer"), "id");
+    tg_str_t id = e->consumer_id;
     json_t *found = NULL;
     int rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
     if (rc == -TG_ENOTFOUND) {
-        TG_LOGW(MOD, "consumer of credential %s not found", id_of(cred));
+        TG_LOGW(MOD, "consumer of credential %s not found", id_of(e->cred));
         found = NULL;
     } else if (rc < 0) {
-        TG_LOGE(MOD, "loading the consumer of credential %s: %s", id_of(cred), tg_strerror(rc));
+        TG_LOGE(MOD, "loading the consumer of credential %s: %s", id_of(e->cred), tg_strerror(rc));
         a->status = 500; /* Kong answers it, but through the anonymous fallback */
         a->message = ERR_UNEXPECTED;
         return AUTH_FAIL;
@@ -437,16 +626,18 @@ static enum outcome authenticate(struct attempt *a)
     if (o == AUTH_OK && name && a->c->hide_credentials) o = hide_key(a, name);
     if (o != AUTH_OK) return o;
     if (!name || key.len == 0) return fail(a, 401, ERR_NO_API_KEY);
-    const json_t *cred = NULL, *consumer = NULL;
-    int rc = find_credential(a->r, a->c, key, &cred);
+    json_t *cred = NULL, *consumer = NULL;
+    struct cred_slot scratch, *e = NULL;
+    int rc = find_credential(a->r, a->c, key, &cred, &e, &scratch);
     if (rc == -TG_ENOTFOUND) return fail(a, 401, ERR_INVALID_AUTH_CRED);
     if (rc < 0) {
         TG_LOGE(MOD, "credential lookup failed: %s", tg_strerror(rc));
         return fail(a, 500, ERR_UNEXPECTED);
     }
-    o = load_owner(a, cred, &consumer);
+    o = load_owner(a, e, &consumer);
     if (o != AUTH_OK) return o;
-    set_consumer(a->r, consumer, cred);
+    struct consumer_info ci;
+    set_consumer(a->r, consumer_info(e, consumer, &ci), cred, e->id, e->id_ok);
     return AUTH_OK;
 }
 
@@ -472,7 +663,9 @@ static tg_flow_t use_anonymous(tg_req_t *r, const ka_conf_t *c)
         tg_req_exit(r, 500, ERR_UNEXPECTED, NULL, 0);
         return TG_FLOW_DONE;
     }
-    set_consumer(r, consumer, NULL);
+    struct consumer_info ci;
+    describe_consumer(consumer, &ci);
+    set_consumer(r, &ci, NULL, TG_STR_NULL, false);
     return TG_FLOW_CONTINUE;
 }
 

@@ -356,6 +356,15 @@ uint64_t tg_rl_counters_get(const tg_rl_counter_t *h)
     return w_state(w) == READY && w_gen(w) == h->gen ? w_count(w) : 0;
 }
 
+bool tg_rl_counters_peek(const tg_rl_counter_t *h, uint64_t *count)
+{
+    /* a slot changes key or window only through claim(), which bumps the generation */
+    uint64_t w = atomic_load_explicit(&((struct slot *)h->slot)->word, memory_order_acquire);
+    if (w_state(w) != READY || w_gen(w) != h->gen) return false;
+    *count = w_count(w);
+    return true;
+}
+
 void tg_rl_counters_add(const tg_rl_counter_t *h, uint64_t n)
 {
     struct slot *s = h->slot;

@@ -33,6 +33,7 @@
 
 #include "str.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +101,13 @@ int tg_rl_counters_acquire(tg_rl_counters_t *c, tg_rl_period_t p, tg_str_t key, 
                            tg_rl_counter_t *out);
 /* The current count (0 once the slot went to another window). Thread-safe. */
 uint64_t tg_rl_counters_get(const tg_rl_counter_t *h);
+/*
+ * Whether a handle from an earlier acquire still names its key's counter (the slot was not
+ * reused for another key or window since), with the count in *count. A caller that keeps
+ * handles across requests checks this before trusting one, and acquires again when false.
+ * Thread-safe.
+ */
+bool tg_rl_counters_peek(const tg_rl_counter_t *h, uint64_t *count);
 /* Adds n; dropped when the slot went to another window since acquire. Thread-safe. */
 void tg_rl_counters_add(const tg_rl_counter_t *h, uint64_t n);
 

@@ -19,6 +19,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,22 +34,31 @@ static const char *const limit_by_names[] = {"consumer", "credential", "ip",
                                              "service",  "header",     "path"};
 
 /* Header names per period, spelled as Kong sends them. */
-static const char *const x_limit[TG_RL_NPERIODS] = {
-    "X-RateLimit-Limit-Second", "X-RateLimit-Limit-Minute", "X-RateLimit-Limit-Hour",
-    "X-RateLimit-Limit-Day",    "X-RateLimit-Limit-Month",  "X-RateLimit-Limit-Year"};
-static const char *const x_remaining[TG_RL_NPERIODS] = {
-    "X-RateLimit-Remaining-Second", "X-RateLimit-Remaining-Minute", "X-RateLimit-Remaining-Hour",
-    "X-RateLimit-Remaining-Day",    "X-RateLimit-Remaining-Month",  "X-RateLimit-Remaining-Year"};
+static const tg_str_t x_limit[TG_RL_NPERIODS] = {
+    TG_STR("X-RateLimit-Limit-Second"), TG_STR("X-RateLimit-Limit-Minute"),
+    TG_STR("X-RateLimit-Limit-Hour"),   TG_STR("X-RateLimit-Limit-Day"),
+    TG_STR("X-RateLimit-Limit-Month"),  TG_STR("X-RateLimit-Limit-Year")};
+static const tg_str_t x_remaining[TG_RL_NPERIODS] = {
+    TG_STR("X-RateLimit-Remaining-Second"), TG_STR("X-RateLimit-Remaining-Minute"),
+    TG_STR("X-RateLimit-Remaining-Hour"),   TG_STR("X-RateLimit-Remaining-Day"),
+    TG_STR("X-RateLimit-Remaining-Month"),  TG_STR("X-RateLimit-Remaining-Year")};
+
+#define NUM_MAX 32 /* a number as %.14g prints it, NUL included */
 
 typedef struct rl_conf {
     bool has[TG_RL_NPERIODS];
     double limit[TG_RL_NPERIODS];
+    char limit_text[TG_RL_NPERIODS][NUM_MAX]; /* the limits as the headers show them */
+    size_t limit_len[TG_RL_NPERIODS];
     enum limit_by by;
     char *header_name, *path;
     bool fault_tolerant, hide_client_headers;
     int error_code;
     char *error_message;
     char *route_id, *service_id; /* the instance's scope; NULL_UUID when unscoped */
+    char *key_prefix;            /* "ratelimit:<route_id>:<service_id>:" */
+    size_t key_prefix_len;
+    uint64_t serial; /* unique per compiled instance, never reused (the handle memo's key) */
     tg_rl_counters_t *counters;
 } rl_conf_t;
 
@@ -58,6 +68,35 @@ struct usage {
     tg_rl_window_t window;
     double remaining; /* limit - count, before this request */
 };
+
+/* ------------------------------------------------------------------ numbers */
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+/* Decimal digits of v at p (no printf on the request path). */
+static char *put_i64(char *p, int64_t v)
+{
+    if (v < 0) *p++ = '-';
+    return p + tg_headbuf_dec(p, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+}
+
+/* A number as Lua prints it (%.14g: 5, not 5.0) into buf (NUM_MAX bytes), NUL-terminated;
+ * returns its length. Whole numbers below 1e14, which %.14g prints as plain integers, skip
+ * printf. */
+static size_t format_num(char *buf, double v)
+{
+    size_t n;
+    if (v > -1e14 && v < 1e14 && v == (double)(int64_t)v && !(v == 0 && signbit(v)))
+        n = (size_t)(put_i64(buf, (int64_t)v) - buf);
+    else
+        n = (size_t)snprintf(buf, NUM_MAX, "%.14g", v);
+    buf[n] = '\0';
+    return n;
+}
 
 /* ------------------------------------------------------------------ configure */
 
@@ -70,6 +109,7 @@ static void rl_release(void *compiled)
     free(c->error_message);
     free(c->route_id);
     free(c->service_id);
+    free(c->key_prefix);
     free(c);
 }
 
@@ -149,6 +189,12 @@ static int rl_configure(const json_t *plugin, void **compiled, char *err, size_t
     if (!c->error_message) c->error_message = tg_strdup("API rate limit exceeded");
     c->route_id = scope_id(plugin, "route");
     c->service_id = scope_id(plugin, "service");
+    c->key_prefix = tg_asprintf("ratelimit:%s:%s:", c->route_id, c->service_id);
+    c->key_prefix_len = strlen(c->key_prefix);
+    for (int p = 0; p < TG_RL_NPERIODS; p++)
+        if (c->has[p]) c->limit_len[p] = format_num(c->limit_text[p], c->limit[p]);
+    static _Atomic uint64_t serials;
+    c->serial = atomic_fetch_add(&serials, 1) + 1;
     c->counters = tg_rl_counters_shared();
     *compiled = c;
     return 0;
@@ -164,16 +210,16 @@ static tg_str_t entity_id(const json_t *entity)
 }
 
 /* Who is counted (§4.2); whenever limit_by yields nothing, the client address. */
-static tg_str_t identifier(const tg_req_t *r, const rl_conf_t *c)
+static tg_str_t identifier(tg_req_t *r, const rl_conf_t *c)
 {
     tg_str_t id = TG_STR_NULL;
     switch (c->by) {
     case BY_CONSUMER:
-        id = entity_id(tg_req_consumer(r));
-        if (!id.p) id = entity_id(tg_req_credential(r));
+        id = tg_req_consumer_id(r);
+        if (!id.p) id = tg_req_credential_id(r);
         break;
     case BY_CREDENTIAL:
-        id = entity_id(tg_req_credential(r));
+        id = tg_req_credential_id(r);
         break;
     case BY_SERVICE:
         id = entity_id(tg_req_service(r));
@@ -181,8 +227,10 @@ static tg_str_t identifier(const tg_req_t *r, const rl_conf_t *c)
     case BY_HEADER:
         if (c->header_name && !tg_req_header(r, c->header_name, 0, &id)) id = TG_STR_NULL;
         break;
-    case BY_PATH:
-        if (c->path && tg_str_eq(tg_req_path(r), tg_str_from(c->path))) id = tg_req_path(r);
+    case BY_PATH: /* Kong compares kong.request.get_path(): the normalised path, so that
+                     "/a/../limited" or "/%6Cimited" cannot dodge a limit on "/limited" */
+        if (c->path && tg_str_eq(tg_req_normalized_path(r), tg_str_from(c->path)))
+            id = tg_req_normalized_path(r);
         break;
     case BY_IP:
         break;
@@ -193,38 +241,84 @@ static tg_str_t identifier(const tg_req_t *r, const rl_conf_t *c)
 
 /* ------------------------------------------------------------------ usage */
 
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-/* Decimal digits of v at p (no printf on the request path). */
-static char *put_i64(char *p, int64_t v)
-{
-    if (v < 0) *p++ = '-';
-    return p + tg_headbuf_dec(p, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
-}
-
 /* Kong's local key: ratelimit:<route_id>:<service_id>:<identifier>:<period_start_ms>:<period> */
-static tg_str_t counter_key(tg_req_t *r, const rl_conf_t *c, tg_str_t ident, tg_rl_period_t p,
+static tg_str_t counter_key(char *buf, const rl_conf_t *c, tg_str_t ident, tg_rl_period_t p,
                             int64_t start_ms)
 {
     const char *period = tg_rl_counters_period_name(p);
-    size_t route = strlen(c->route_id), service = strlen(c->service_id), plen = strlen(period);
-    char *buf = tg_req_alloc(r, route + service + ident.len + plen + 48);
-    char *e = put(buf, "ratelimit:", 10);
-    e = put(e, c->route_id, route);
-    *e++ = ':';
-    e = put(e, c->service_id, service);
-    *e++ = ':';
+    char *e = put(buf, c->key_prefix, c->key_prefix_len);
     e = put(e, ident.p, ident.len);
     *e++ = ':';
     e = put_i64(e, start_ms);
     *e++ = ':';
-    e = put(e, period, plen);
+    e = put(e, period, strlen(period));
     *e = '\0';
     return (tg_str_t){buf, (size_t)(e - buf)};
+}
+
+/*
+ * Counter handles of recent (instance, period, window, identifier) tuples, per thread: the
+ * same clients come back within a window, and the key text and its keyed hash (SipHash over
+ * ~120 bytes) were most of the plugin's cost. A handle is only used after
+ * tg_rl_counters_peek confirmed that its slot still holds that key and window; otherwise
+ * the counter is acquired again. Direct-mapped, replaced on collision; identifiers longer
+ * than HANDLE_IDENT_MAX are not kept.
+ */
+#define HANDLE_SLOTS 128
+#define HANDLE_IDENT_MAX 64
+
+struct handle_slot {
+    uint64_t serial; /* rl_conf serial; 0 = empty */
+    int64_t start_ms;
+    uint8_t period, len;
+    char ident[HANDLE_IDENT_MAX];
+    tg_rl_counter_t counter;
+};
+
+static _Thread_local struct handle_slot handles[HANDLE_SLOTS];
+
+static struct handle_slot *handle_slot(const rl_conf_t *c, tg_rl_period_t p, int64_t start_ms,
+                                       tg_str_t ident)
+{
+    /* a multiplicative mix, a word at a time: it only spreads slots, keys are compared */
+    uint64_t h = (c->serial * 0x9e3779b97f4a7c15ULL) ^ (uint64_t)p ^ (uint64_t)start_ms;
+    size_t i = 0;
+    for (; i + 8 <= ident.len; i += 8) {
+        uint64_t w;
+        memcpy(&w, ident.p + i, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+    }
+    for (; i < ident.len; i++)
+        h = (h ^ (unsigned char)ident.p[i]) * 0x100000001b3ULL;
+    return &handles[(h ^ (h >> 32)) & (HANDLE_SLOTS - 1)];
+}
+
+/* The counter of `ident` in period p's window `w`, and its count. */
+static int counter_for(const rl_conf_t *c, tg_str_t ident, tg_rl_period_t p, tg_rl_window_t w,
+                       tg_rl_counter_t *out, uint64_t *count)
+{
+    struct handle_slot *hs =
+        ident.len <= HANDLE_IDENT_MAX ? handle_slot(c, p, w.start_ms, ident) : NULL;
+    if (hs && hs->serial == c->serial && hs->period == p && hs->start_ms == w.start_ms &&
+        hs->len == ident.len && memcmp(hs->ident, ident.p, ident.len) == 0 &&
+        tg_rl_counters_peek(&hs->counter, count)) {
+        *out = hs->counter;
+        return 0;
+    }
+    char stack[512];
+    size_t need = c->key_prefix_len + ident.len + 48;
+    char *buf = need <= sizeof(stack) ? stack : tg_malloc(need);
+    int rc = tg_rl_counters_acquire(c->counters, p, counter_key(buf, c, ident, p, w.start_ms), w,
+                                    out);
+    if (buf != stack) free(buf);
+    if (rc < 0) return rc;
+    *count = tg_rl_counters_get(out);
+    if (hs) {
+        *hs = (struct handle_slot){c->serial, w.start_ms, (uint8_t)p, (uint8_t)ident.len, {0}, *out};
+        memcpy(hs->ident, ident.p, ident.len);
+    }
+    return 0;
 }
 
 /*
@@ -239,10 +333,10 @@ static int get_usage(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, struct usa
     for (int p = 0; p < TG_RL_NPERIODS; p++) {
         if (!c->has[p]) continue;
         u[p].window = tg_rl_counters_window(p, now_ms);
-        tg_str_t key = counter_key(r, c, ident, p, u[p].window.start_ms);
-        int rc = tg_rl_counters_acquire(c->counters, p, key, u[p].window, &u[p].counter);
+        uint64_t count;
+        int rc = counter_for(c, ident, p, u[p].window, &u[p].counter, &count);
         if (rc < 0) return rc;
-        u[p].remaining = c->limit[p] - (double)tg_rl_counters_get(&u[p].counter);
+        u[p].remaining = c->limit[p] - (double)count;
         if (u[p].remaining <= 0) *blocked = true;
     }
     return 0;
@@ -250,24 +344,25 @@ static int get_usage(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, struct usa
 
 /* ------------------------------------------------------------------ headers */
 
+#define NUMS (TG_RL_NPERIODS + 3) /* remaining per period, RateLimit-Remaining/Reset, Retry-After */
+
 struct headers {
     tg_http_header_t h[2 * TG_RL_NPERIODS + 4];
-    char num[2 * TG_RL_NPERIODS + 4][32]; /* the values: copied when they are handed on */
     size_t n;
+    char (*num)[NUM_MAX]; /* NUMS values, in request memory: the request borrows them */
+    size_t nnum;
 };
 
-/* Numbers print as Lua prints them (%.14g): 5, not 5.0. Whole numbers below 1e14, which
- * %.14g prints as plain integers, skip printf. */
-static void add_num(struct headers *hs, const char *name, double v)
+static void add_num(struct headers *hs, tg_str_t name, double v)
 {
-    char *buf = hs->num[hs->n];
-    size_t n;
-    if (v > -1e14 && v < 1e14 && v == (double)(int64_t)v && !(v == 0 && signbit(v)))
-        n = (size_t)(put_i64(buf, (int64_t)v) - buf);
-    else
-        n = (size_t)snprintf(buf, 32, "%.14g", v);
-    buf[n] = '\0';
-    hs->h[hs->n++] = (tg_http_header_t){tg_str_from(name), (tg_str_t){buf, n}};
+    char *buf = hs->num[hs->nnum++];
+    hs->h[hs->n++] = (tg_http_header_t){name, {buf, format_num(buf, v)}};
+}
+
+/* A limit, formatted once when the instance was compiled. */
+static void add_limit(struct headers *hs, tg_str_t name, const rl_conf_t *c, int p)
+{
+    hs->h[hs->n++] = (tg_http_header_t){name, {c->limit_text[p], c->limit_len[p]}};
 }
 
 /*
@@ -275,7 +370,7 @@ static void add_num(struct headers *hs, const char *name, double v)
  * restrictive one: the lowest remaining, a tie going to the longer window. The remaining
  * shown counts this request unless it is blocked. Returns the RateLimit-Reset seconds.
  */
-static int64_t build_headers(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, const struct usage *u,
+static int64_t build_headers(const rl_conf_t *c, int64_t now_ms, const struct usage *u,
                              bool blocked, struct headers *hs)
 {
     int best = -1;
@@ -283,7 +378,7 @@ static int64_t build_headers(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, co
     for (int p = 0; p < TG_RL_NPERIODS; p++) {
         if (!c->has[p]) continue;
         double shown = fmax(0, blocked ? u[p].remaining : u[p].remaining - 1);
-        add_num(hs, x_limit[p], c->limit[p]);
+        add_limit(hs, x_limit[p], c, p);
         add_num(hs, x_remaining[p], shown);
         /* periods ascend in length, so `<=` hands a tie to the longer window */
         if (best < 0 || shown <= best_remaining) {
@@ -294,9 +389,9 @@ static int64_t build_headers(tg_req_t *r, const rl_conf_t *c, int64_t now_ms, co
     int64_t elapsed = (now_ms - u[best].window.start_ms) / 1000;
     int64_t reset = tg_rl_counters_period_seconds(best) - elapsed;
     if (reset < 1) reset = 1;
-    add_num(hs, "RateLimit-Limit", c->limit[best]);
-    add_num(hs, "RateLimit-Remaining", best_remaining);
-    add_num(hs, "RateLimit-Reset", (double)reset);
+    add_limit(hs, TG_STR("RateLimit-Limit"), c, best);
+    add_num(hs, TG_STR("RateLimit-Remaining"), best_remaining);
+    add_num(hs, TG_STR("RateLimit-Reset"), (double)reset);
     return reset;
 }
 
@@ -319,17 +414,21 @@ static tg_flow_t rl_access(tg_req_t *r, void *compiled)
     bool blocked;
     int rc = get_usage(r, c, now_ms, u, &blocked);
     if (rc < 0) return store_failed(r, c, rc);
-    struct headers hs = {.n = 0};
+    struct headers hs; /* filled in order up to n: no need to zero its arrays */
+    hs.n = hs.nnum = 0;
     if (!c->hide_client_headers) {
-        int64_t reset = build_headers(r, c, now_ms, u, blocked, &hs);
-        if (blocked) add_num(&hs, "Retry-After", (double)reset);
+        hs.num = tg_req_alloc(r, NUMS * NUM_MAX);
+        int64_t reset = build_headers(c, now_ms, u, blocked, &hs);
+        if (blocked) add_num(&hs, TG_STR("Retry-After"), (double)reset);
     }
     if (blocked) {
         tg_req_exit(r, c->error_code, c->error_message, hs.h, hs.n);
         return TG_FLOW_DONE;
     }
-    for (size_t i = 0; i < hs.n; i++) /* names are string literals: NUL-terminated */
-        tg_req_add_response_header(r, hs.h[i].name.p, hs.h[i].value);
+    /* names are literals, values digits in request memory or the instance's (which the
+     * request's generation keeps): borrowed, and valid as they are */
+    for (size_t i = 0; i < hs.n; i++)
+        tg_req_add_response_header_ref(r, hs.h[i].name.p, hs.h[i].name.len, hs.h[i].value, true);
     for (int p = 0; p < TG_RL_NPERIODS; p++)
         if (c->has[p]) tg_rl_counters_add(&u[p].counter, 1);
     return TG_FLOW_CONTINUE;
