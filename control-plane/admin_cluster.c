@@ -41,9 +41,12 @@ static void method_not_allowed(tg_admin_req_t *r, const char *allow)
 
 static void reply_error(tg_admin_req_t *r, int rc)
 {
-    if (rc == -TG_ENOTFOUND) tg_admin_reply_message(r, 404, "Not found");
-    else if (rc == -TG_EDBDOWN) tg_admin_reply_message(r, 503, "Service unavailable");
-    else tg_admin_reply_message(r, 500, "An unexpected error occurred");
+    if (rc == -TG_ENOTFOUND)
+        tg_admin_reply_message(r, 404, "Not found");
+    else if (rc == -TG_EDBDOWN)
+        tg_admin_reply_message(r, 503, "Service unavailable");
+    else
+        tg_admin_reply_message(r, 500, "An unexpected error occurred");
 }
 
 static void reply_list(tg_admin_req_t *r, json_t *data)
@@ -65,15 +68,17 @@ static void read_ttl(json_t *v, int64_t *ttl, json_t *fields)
         ok = tg_join_parse_ttl(json_string_value(v), ttl) == 0;
     }
     if (!ok)
-        json_object_set_new(fields, "ttl", json_string("expected seconds (1 to 31536000) or a duration such "
-                                                       "as 90m, 24h or 7d"));
+        json_object_set_new(fields, "ttl",
+                            json_string("expected seconds (1 to 31536000) or a duration such "
+                                        "as 90m, 24h or 7d"));
 }
 
 static void read_uses(json_t *v, int *uses, json_t *fields)
 {
     if (!v || json_is_null(v)) return;
     long long n = -1;
-    if (json_is_integer(v)) n = json_integer_value(v);
+    if (json_is_integer(v))
+        n = json_integer_value(v);
     else if (json_is_string(v) && isdigit((unsigned char)*json_string_value(v))) {
         char *end;
         errno = 0;
@@ -81,18 +86,23 @@ static void read_uses(json_t *v, int *uses, json_t *fields)
         if (*end || errno) n = -1;
     }
     if (n < 0 || n > MAX_USES)
-        json_object_set_new(fields, "uses", json_string("expected an integer from 0 (unlimited) to 1000000"));
-    else *uses = (int)n;
+        json_object_set_new(fields, "uses",
+                            json_string("expected an integer from 0 (unlimited) to 1000000"));
+    else
+        *uses = (int)n;
 }
 
-static void read_string(json_t *args, const char *name, size_t max, const char **out, json_t *fields)
+static void read_string(json_t *args, const char *name, size_t max, const char **out,
+                        json_t *fields)
 {
     json_t *v = json_object_get(args, name);
     if (!v || json_is_null(v)) return;
-    if (json_is_string(v) && json_string_length(v) <= max && strlen(json_string_value(v)) == json_string_length(v))
+    if (json_is_string(v) && json_string_length(v) <= max &&
+        strlen(json_string_value(v)) == json_string_length(v))
         *out = json_string_value(v);
     else
-        json_object_set_new(fields, name, json_sprintf("expected a string of at most %zu characters", max));
+        json_object_set_new(fields, name,
+                            json_sprintf("expected a string of at most %zu characters", max));
 }
 
 typedef struct token_input {
@@ -109,7 +119,8 @@ static int read_token_input(tg_admin_req_t *r, json_t *args, token_input_t *in)
     json_t *v;
     json_object_foreach(args, key, v)
     {
-        if (strcmp(key, "ttl") && strcmp(key, "uses") && strcmp(key, "description") && strcmp(key, "control_plane"))
+        if (strcmp(key, "ttl") && strcmp(key, "uses") && strcmp(key, "description") &&
+            strcmp(key, "control_plane"))
             json_object_set_new(fields, key, json_string("unknown field"));
     }
     read_ttl(json_object_get(args, "ttl"), &in->ttl, fields);
@@ -126,7 +137,8 @@ static int read_token_input(tg_admin_req_t *r, json_t *args, token_input_t *in)
 
 static void unknown_control_plane(tg_admin_req_t *r, const char *name)
 {
-    json_t *fields = json_pack("{s:o}", "control_plane", json_sprintf("no control plane with id or name '%s'", name));
+    json_t *fields = json_pack("{s:o}", "control_plane",
+                               json_sprintf("no control plane with id or name '%s'", name));
     tg_admin_reply(r, 400, tg_schema_error_body(fields));
     json_decref(fields);
 }
@@ -143,15 +155,20 @@ static void create_token(tg_admin_req_t *r)
     char token[24], hash[72], advertise[300];
     json_t *info = NULL;
     int rc = tg_cluster_ca_ensure(r->db, r->admin->keyring, &ca);
-    if (!rc) rc = tg_join_token_create(r->db, in.control_plane, in.ttl, in.uses, in.description, token, &info);
-    if (rc == -TG_ENOTFOUND) unknown_control_plane(r, in.control_plane);
-    else if (rc) reply_error(r, rc);
+    if (!rc)
+        rc = tg_join_token_create(r->db, in.control_plane, in.ttl, in.uses, in.description, token,
+                                  &info);
+    if (rc == -TG_ENOTFOUND)
+        unknown_control_plane(r, in.control_plane);
+    else if (rc)
+        reply_error(r, rc);
     if (!rc) {
         tg_cluster_ca_spki_hash(ca, hash);
         tg_cluster_advertise(advertise, sizeof(advertise));
         json_object_set_new(info, "token", json_string(token));
-        json_object_set_new(info, "join_command",
-                            json_sprintf("tollgate dp join %s --token %s --ca-hash %s", advertise, token, hash));
+        json_object_set_new(
+            info, "join_command",
+            json_sprintf("tollgate dp join %s --token %s --ca-hash %s", advertise, token, hash));
         tg_admin_reply(r, 201, info);
         OPENSSL_cleanse(token, sizeof(token));
     }
@@ -163,8 +180,10 @@ static void list_tokens(tg_admin_req_t *r)
 {
     json_t *list;
     int rc = tg_join_token_list(r->db, NULL, &list);
-    if (rc) reply_error(r, rc);
-    else reply_list(r, list);
+    if (rc)
+        reply_error(r, rc);
+    else
+        reply_list(r, list);
 }
 
 static void get_token(tg_admin_req_t *r, const char *id)
@@ -177,24 +196,34 @@ static void get_token(tg_admin_req_t *r, const char *id)
     }
     size_t i;
     json_t *t, *found = NULL;
-    json_array_foreach(list, i, t) if (strcmp(json_string_value(json_object_get(t, "id")), id) == 0) found = t;
-    if (found) tg_admin_reply(r, 200, json_incref(found));
-    else reply_error(r, -TG_ENOTFOUND);
+    json_array_foreach(list, i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "id")), id) == 0) found = t;
+    }
+    if (found)
+        tg_admin_reply(r, 200, json_incref(found));
+    else
+        reply_error(r, -TG_ENOTFOUND);
     json_decref(list);
 }
 
 static void tokens(tg_admin_req_t *r)
 {
     if (r->nsegs == 2) {
-        if (is(r, "GET")) list_tokens(r);
-        else if (is(r, "POST")) create_token(r);
-        else method_not_allowed(r, "GET, HEAD, POST, OPTIONS");
+        if (is(r, "GET"))
+            list_tokens(r);
+        else if (is(r, "POST"))
+            create_token(r);
+        else
+            method_not_allowed(r, "GET, HEAD, POST, OPTIONS");
     } else if (is(r, "GET")) {
         get_token(r, r->segs[2]);
     } else if (is(r, "DELETE")) {
         int rc = tg_join_token_delete(r->db, r->segs[2]);
-        if (rc) reply_error(r, rc);
-        else tg_admin_reply(r, 204, NULL);
+        if (rc)
+            reply_error(r, rc);
+        else
+            tg_admin_reply(r, 204, NULL);
     } else {
         method_not_allowed(r, "GET, HEAD, DELETE, OPTIONS");
     }
@@ -215,12 +244,14 @@ static json_t *col_str(const PGresult *res, int row, int col)
 
 static json_t *col_int(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, row, col) ? json_null() : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
+    return PQgetisnull(res, row, col) ? json_null()
+                                      : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
 }
 
 static json_t *col_real(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, row, col) ? json_null() : json_real(strtod(PQgetvalue(res, row, col), NULL));
+    return PQgetisnull(res, row, col) ? json_null()
+                                      : json_real(strtod(PQgetvalue(res, row, col), NULL));
 }
 
 static json_t *dp_record(const PGresult *res, int i)
@@ -245,7 +276,8 @@ static json_t *dp_record(const PGresult *res, int i)
     json_object_set_new(o, "token_id", col_str(res, i, 13));
     json_object_set_new(o, "cert_serial", col_str(res, i, 14));
     json_object_set_new(o, "cert_expires_at", col_int(res, i, 15));
-    json_object_set_new(o, "cert_details", json_pack("{s:o}", "expiry_timestamp", col_int(res, i, 15)));
+    json_object_set_new(o, "cert_details",
+                        json_pack("{s:o}", "expiry_timestamp", col_int(res, i, 15)));
     json_object_set_new(o, "revoked_at", col_int(res, i, 16));
     json_object_set_new(o, "created_at", col_int(res, i, 17));
     return o;
@@ -254,13 +286,15 @@ static json_t *dp_record(const PGresult *res, int i)
 static void list_data_planes(tg_admin_req_t *r)
 {
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(r->db, &err, "SELECT " DP_COLUMNS " FROM data_planes ORDER BY created_at, id", 0, NULL);
+    PGresult *res = tg_db_exec(
+        r->db, &err, "SELECT " DP_COLUMNS " FROM data_planes ORDER BY created_at, id", 0, NULL);
     if (!res) {
         reply_error(r, err.code);
         return;
     }
     json_t *data = json_array();
-    for (int i = 0; i < PQntuples(res); i++) json_array_append_new(data, dp_record(res, i));
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(data, dp_record(res, i));
     PQclear(res);
     reply_list(r, data);
 }
@@ -273,10 +307,14 @@ static void get_data_plane(tg_admin_req_t *r, const char *id)
     }
     const char *params[] = {id};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(r->db, &err, "SELECT " DP_COLUMNS " FROM data_planes WHERE id = $1::uuid", 1, params);
-    if (!res) reply_error(r, err.code);
-    else if (PQntuples(res) == 0) reply_error(r, -TG_ENOTFOUND);
-    else tg_admin_reply(r, 200, dp_record(res, 0));
+    PGresult *res = tg_db_exec(
+        r->db, &err, "SELECT " DP_COLUMNS " FROM data_planes WHERE id = $1::uuid", 1, params);
+    if (!res)
+        reply_error(r, err.code);
+    else if (PQntuples(res) == 0)
+        reply_error(r, -TG_ENOTFOUND);
+    else
+        tg_admin_reply(r, 200, dp_record(res, 0));
     if (res) PQclear(res);
 }
 
@@ -293,22 +331,28 @@ static void revoke_data_plane(tg_admin_req_t *r, const char *id)
     }
     const char *params[] = {id};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(r->db, &err,
-                               "WITH u AS (UPDATE data_planes SET revoked_at = coalesce(revoked_at, now())"
-                               " WHERE id = $1::uuid RETURNING id)"
-                               " SELECT pg_notify('tollgate_cluster', 'revoke:' || id::text) FROM u",
-                               1, params);
-    if (!res) reply_error(r, err.code);
-    else if (PQntuples(res) == 0) reply_error(r, -TG_ENOTFOUND);
-    else tg_admin_reply(r, 204, NULL);
+    PGresult *res =
+        tg_db_exec(r->db, &err,
+                   "WITH u AS (UPDATE data_planes SET revoked_at = coalesce(revoked_at, now())"
+                   " WHERE id = $1::uuid RETURNING id)"
+                   " SELECT pg_notify('tollgate_cluster', 'revoke:' || id::text) FROM u",
+                   1, params);
+    if (!res)
+        reply_error(r, err.code);
+    else if (PQntuples(res) == 0)
+        reply_error(r, -TG_ENOTFOUND);
+    else
+        tg_admin_reply(r, 204, NULL);
     if (res) PQclear(res);
 }
 
 static void data_planes(tg_admin_req_t *r)
 {
     if (r->nsegs == 2) {
-        if (is(r, "GET")) list_data_planes(r);
-        else method_not_allowed(r, "GET, HEAD, OPTIONS");
+        if (is(r, "GET"))
+            list_data_planes(r);
+        else
+            method_not_allowed(r, "GET, HEAD, OPTIONS");
     } else if (is(r, "GET")) {
         get_data_plane(r, r->segs[2]);
     } else if (is(r, "DELETE")) {
@@ -321,8 +365,11 @@ static void data_planes(tg_admin_req_t *r)
 int tg_admin_route_cluster(tg_admin_req_t *r)
 {
     if (r->nsegs < 2 || r->nsegs > 3 || strcmp(r->segs[0], "clustering") != 0) return 0;
-    if (strcmp(r->segs[1], "join-tokens") == 0) tokens(r);
-    else if (strcmp(r->segs[1], "data-planes") == 0) data_planes(r);
-    else return 0;
+    if (strcmp(r->segs[1], "join-tokens") == 0)
+        tokens(r);
+    else if (strcmp(r->segs[1], "data-planes") == 0)
+        data_planes(r);
+    else
+        return 0;
     return 1;
 }

@@ -133,8 +133,8 @@ static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 
 static int add_name(X509_NAME *name, const char *field, const char *value)
 {
-    return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, (const unsigned char *)value,
-                                      -1, -1, 0) == 1;
+    return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, (const unsigned char *)value, -1,
+                                      -1, 0) == 1;
 }
 
 /* A certificate with version, serial, validity, subject, issuer and public key set. */
@@ -143,8 +143,7 @@ static X509 *new_cert(X509_NAME *subject, const X509 *issuer, EVP_PKEY *pubkey, 
     X509 *x = X509_new();
     int ok = x && X509_set_version(x, X509_VERSION_3) && set_random_serial(x) &&
              X509_gmtime_adj(X509_getm_notBefore(x), -BACKDATE_S) &&
-             X509_gmtime_adj(X509_getm_notAfter(x), seconds) &&
-             X509_set_subject_name(x, subject) &&
+             X509_gmtime_adj(X509_getm_notAfter(x), seconds) && X509_set_subject_name(x, subject) &&
              X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : subject) &&
              X509_set_pubkey(x, pubkey);
     if (ok) return x;
@@ -281,7 +280,8 @@ void tg_cluster_ca_spki_hash(const tg_cluster_ca_t *ca, char out[72])
 static int load_row(tg_db_t *db, const uint8_t keyring[32], tg_cluster_ca_t **out)
 {
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err, "SELECT cert_pem, key_enc FROM cluster_ca WHERE id = 1", 0, NULL);
+    PGresult *res =
+        tg_db_exec(db, &err, "SELECT cert_pem, key_enc FROM cluster_ca WHERE id = 1", 0, NULL);
     if (!res) return err.code;
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -291,8 +291,9 @@ static int load_row(tg_db_t *db, const uint8_t keyring[32], tg_cluster_ca_t **ou
     unsigned char *blob = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 1), &bloblen);
     uint8_t *key_pem = NULL;
     size_t key_len = 0;
-    int rc = blob ? tg_aead_decrypt(keyring, CA_AAD, strlen(CA_AAD), blob, bloblen, &key_pem, &key_len)
-                  : -TG_ECRYPTO;
+    int rc =
+        blob ? tg_aead_decrypt(keyring, CA_AAD, strlen(CA_AAD), blob, bloblen, &key_pem, &key_len)
+             : -TG_ECRYPTO;
     PQfreemem(blob);
     if (rc) {
         TG_LOGE("cluster", "the cluster CA's private key does not decrypt with this node's keyring "
@@ -313,7 +314,8 @@ static int insert_new(tg_db_t *db, const uint8_t keyring[32])
     char *key_pem = key_to_pem(ca->key);
     uint8_t *blob = NULL;
     size_t bloblen = 0;
-    rc = key_pem ? tg_aead_encrypt(keyring, CA_AAD, strlen(CA_AAD), key_pem, strlen(key_pem), &blob, &bloblen)
+    rc = key_pem ? tg_aead_encrypt(keyring, CA_AAD, strlen(CA_AAD), key_pem, strlen(key_pem), &blob,
+                                   &bloblen)
                  : -TG_ECRYPTO;
     free_secret(key_pem);
     if (rc == 0) {
@@ -378,8 +380,10 @@ static X509 *server_cert(const tg_cluster_ca_t *ca, EVP_PKEY *key, const char *c
     int ok = sans != NULL;
     for (size_t i = 0; ok && i < n; i++)
         ok = push_name(sans, is_ip(names[i]) ? GEN_IPADD : GEN_DNS, names[i]);
-    if (ok) ok = add_sans(x, sans); /* frees sans */
-    else GENERAL_NAMES_free(sans);
+    if (ok)
+        ok = add_sans(x, sans); /* frees sans */
+    else
+        GENERAL_NAMES_free(sans);
     ok = ok && add_ext(x, ca->cert, NID_basic_constraints, "critical,CA:FALSE") &&
          add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature,keyEncipherment") &&
          add_ext(x, ca->cert, NID_ext_key_usage, "serverAuth") &&
@@ -418,7 +422,8 @@ static int check_key(EVP_PKEY *pk, char *err, size_t errlen)
     if (type == EVP_PKEY_RSA) {
         int bits = EVP_PKEY_get_bits(pk);
         if (bits < 2048 || bits > 8192)
-            return fail(err, errlen, -TG_EINVAL, "RSA keys must have 2048 to 8192 bits (got %d)", bits);
+            return fail(err, errlen, -TG_EINVAL, "RSA keys must have 2048 to 8192 bits (got %d)",
+                        bits);
         return 0;
     }
     if (type == EVP_PKEY_EC) {
@@ -440,7 +445,8 @@ static X509_REQ *parse_csr(const char *csr_pem, char *err, size_t errlen, int *r
     *rc = -TG_EINVAL;
     size_t len = csr_pem ? strlen(csr_pem) : 0;
     if (len == 0 || len > CSR_MAX) {
-        fail(err, errlen, -TG_EINVAL, "the CSR must be a PEM certificate request of at most %d bytes", CSR_MAX);
+        fail(err, errlen, -TG_EINVAL,
+             "the CSR must be a PEM certificate request of at most %d bytes", CSR_MAX);
         return NULL;
     }
     BIO *bio = BIO_new_mem_buf(csr_pem, (int)len);
@@ -467,8 +473,8 @@ static X509 *dp_cert(const tg_cluster_ca_t *ca, EVP_PKEY *pubkey, const char *no
                      const char *cp_id, int lifetime_s)
 {
     X509_NAME *subject = X509_NAME_new();
-    X509 *x = subject && add_name(subject, "O", TG_CLUSTER_DP_ORG) && add_name(subject, "OU", cp_id) &&
-                      add_name(subject, "CN", node_id)
+    X509 *x = subject && add_name(subject, "O", TG_CLUSTER_DP_ORG) &&
+                      add_name(subject, "OU", cp_id) && add_name(subject, "CN", node_id)
                   ? new_cert(subject, ca->cert, pubkey, lifetime_s)
                   : NULL;
     X509_NAME_free(subject);
@@ -476,8 +482,10 @@ static X509 *dp_cert(const tg_cluster_ca_t *ca, EVP_PKEY *pubkey, const char *no
     snprintf(uri, sizeof(uri), "%s%s", TG_CLUSTER_DP_URI_PREFIX, node_id);
     GENERAL_NAMES *sans = x ? sk_GENERAL_NAME_new_null() : NULL;
     int ok = sans && push_name(sans, GEN_URI, uri);
-    if (ok) ok = add_sans(x, sans); /* frees sans */
-    else GENERAL_NAMES_free(sans);
+    if (ok)
+        ok = add_sans(x, sans); /* frees sans */
+    else
+        GENERAL_NAMES_free(sans);
     ok = ok && add_ext(x, ca->cert, NID_basic_constraints, "critical,CA:FALSE") &&
          add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature") &&
          add_ext(x, ca->cert, NID_ext_key_usage, "clientAuth") &&
@@ -501,7 +509,8 @@ int tg_cluster_cert_serial(X509 *cert, char serial_hex[41])
     BN_free(bn);
     int rc = hex && strlen(hex) <= 40 ? 0 : -TG_EINVAL;
     if (rc == 0) {
-        for (size_t i = 0; hex[i]; i++) serial_hex[i] = (char)tolower((unsigned char)hex[i]);
+        for (size_t i = 0; hex[i]; i++)
+            serial_hex[i] = (char)tolower((unsigned char)hex[i]);
         serial_hex[strlen(hex)] = '\0';
     }
     OPENSSL_free(hex);
@@ -514,17 +523,19 @@ int tg_cluster_ca_sign_csr(const tg_cluster_ca_t *ca, const char *csr_pem, const
                            int64_t *not_after_unix, char *err, size_t errlen)
 {
     *cert_pem = NULL;
-    if (!node_id || !cp_id || !tg_uuid_valid(tg_str_from(node_id)) || !tg_uuid_valid(tg_str_from(cp_id)))
+    if (!node_id || !cp_id || !tg_uuid_valid(tg_str_from(node_id)) ||
+        !tg_uuid_valid(tg_str_from(cp_id)))
         return fail(err, errlen, -TG_EINVAL, "node and control plane ids must be UUIDs");
     if (lifetime_s < LIFETIME_MIN_S || lifetime_s > LIFETIME_MAX_S)
-        return fail(err, errlen, -TG_EINVAL, "certificate lifetime must be %d s to %ld s", LIFETIME_MIN_S,
-                    LIFETIME_MAX_S);
+        return fail(err, errlen, -TG_EINVAL, "certificate lifetime must be %d s to %ld s",
+                    LIFETIME_MIN_S, LIFETIME_MAX_S);
     int rc;
     X509_REQ *req = parse_csr(csr_pem, err, errlen, &rc);
     if (!req) return rc;
     X509 *x = dp_cert(ca, X509_REQ_get0_pubkey(req), node_id, cp_id, lifetime_s);
     X509_REQ_free(req);
-    if (x && X509_sign(x, ca->key, EVP_sha256()) > 0 && tg_cluster_cert_serial(x, serial_hex) == 0) {
+    if (x && X509_sign(x, ca->key, EVP_sha256()) > 0 &&
+        tg_cluster_cert_serial(x, serial_hex) == 0) {
         *not_after_unix = not_after(x);
         *cert_pem = cert_to_pem(x);
     }
@@ -565,7 +576,8 @@ static bool has_uri(X509 *cert, const char *uri)
 
 static void lower(char *s)
 {
-    for (; *s; s++) *s = (char)tolower((unsigned char)*s);
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
 }
 
 int tg_cluster_cert_identity(X509 *cert, char node_id[37], char cp_id[37])

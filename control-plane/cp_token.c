@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #define USAGE                                                                                      \
-    "usage: tollgate cp token create [--control-plane ID|NAME] [--ttl 24h|90m|3600] [--uses N]\n" \
+    "usage: tollgate cp token create [--control-plane ID|NAME] [--ttl 24h|90m|3600] [--uses N]\n"  \
     "                                [--description TEXT]\n"                                       \
     "       tollgate cp token list\n"                                                              \
     "       tollgate cp token revoke ID\n"
@@ -74,8 +74,9 @@ static int connect_db(session_t *s)
         char *ci = tg_db_conninfo_from_config();
         snprintf(conninfo, sizeof(conninfo), "%s", ci);
         free(ci);
-    } else if (tg_pg_embedded_start(tg_config_get(TG_CONF_prefix), tg_config_get(TG_CONF_pg_embedded_user), &s->pg,
-                                    conninfo, sizeof(conninfo), err, sizeof(err)) != 0) {
+    } else if (tg_pg_embedded_start(tg_config_get(TG_CONF_prefix),
+                                    tg_config_get(TG_CONF_pg_embedded_user), &s->pg, conninfo,
+                                    sizeof(conninfo), err, sizeof(err)) != 0) {
         fprintf(stderr, "tollgate: embedded PostgreSQL: %s\n", err);
         return -TG_EDBDOWN;
     }
@@ -98,7 +99,8 @@ static int load_keyring(session_t *s)
 {
     char err[512];
     char *path = tg_config_prefix_path("keyring.key");
-    int rc = tg_keyring_load(tg_config_get(TG_CONF_keyring_key), path, s->keyring, err, sizeof(err));
+    int rc =
+        tg_keyring_load(tg_config_get(TG_CONF_keyring_key), path, s->keyring, err, sizeof(err));
     free(path);
     if (rc) fprintf(stderr, "tollgate: keyring: %s\n", err);
     return rc;
@@ -160,16 +162,22 @@ static int parse_create(int argc, char **argv, create_args_t *a)
     for (int i = 1; i < argc; i++) {
         bool missing = false;
         const char *v;
-        if ((v = option(argc, argv, &i, "--control-plane", &missing))) a->control_plane = v;
-        else if ((v = option(argc, argv, &i, "--description", &missing))) a->description = v;
+        if ((v = option(argc, argv, &i, "--control-plane", &missing)))
+            a->control_plane = v;
+        else if ((v = option(argc, argv, &i, "--description", &missing)))
+            a->description = v;
         else if ((v = option(argc, argv, &i, "--ttl", &missing))) {
             if (tg_join_parse_ttl(v, &a->ttl) != 0)
-                return bad("--ttl must be seconds or a duration such as 90m, 24h or 7d, at most 365d", v);
+                return bad(
+                    "--ttl must be seconds or a duration such as 90m, 24h or 7d, at most 365d", v);
         } else if ((v = option(argc, argv, &i, "--uses", &missing))) {
-            if (parse_uses(v, &a->uses) != 0) return bad("--uses must be an integer from 0 (unlimited) to 1000000", v);
+            if (parse_uses(v, &a->uses) != 0)
+                return bad("--uses must be an integer from 0 (unlimited) to 1000000", v);
         } else {
-            fprintf(stderr, missing ? "tollgate: %s needs a value\n%s" : "tollgate: unknown option '%s'\n%s", argv[i],
-                    USAGE);
+            fprintf(stderr,
+                    missing ? "tollgate: %s needs a value\n%s"
+                            : "tollgate: unknown option '%s'\n%s",
+                    argv[i], USAGE);
             return -TG_EINVAL;
         }
     }
@@ -184,7 +192,8 @@ static void format_time(json_t *unix_time, char *out, size_t cap)
 {
     time_t t = (time_t)json_integer_value(unix_time);
     struct tm tm;
-    if (!json_is_integer(unix_time) || !gmtime_r(&t, &tm) || !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+    if (!json_is_integer(unix_time) || !gmtime_r(&t, &tm) ||
+        !strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
         snprintf(out, cap, "-");
 }
 
@@ -192,7 +201,8 @@ static int create_token(session_t *s, const create_args_t *a)
 {
     char token[24];
     json_t *info = NULL;
-    int rc = tg_join_token_create(&s->db, a->control_plane, a->ttl, a->uses, a->description, token, &info);
+    int rc = tg_join_token_create(&s->db, a->control_plane, a->ttl, a->uses, a->description, token,
+                                  &info);
     if (rc == -TG_ENOTFOUND) {
         fprintf(stderr, "tollgate: no control plane with id or name '%s'\n", a->control_plane);
         return rc;
@@ -209,8 +219,8 @@ static int create_token(session_t *s, const create_args_t *a)
     char uses[32] = "unlimited uses";
     if (a->uses) snprintf(uses, sizeof(uses), "%d use%s", a->uses, a->uses == 1 ? "" : "s");
     fprintf(stderr, "join token %s for control plane %s, valid until %s, %s\n",
-            json_string_value(json_object_get(info, "id")), json_string_value(json_object_get(info, "control_plane_id")),
-            expires, uses);
+            json_string_value(json_object_get(info, "id")),
+            json_string_value(json_object_get(info, "control_plane_id")), expires, uses);
     OPENSSL_cleanse(token, sizeof(token));
     json_decref(info);
     return 0;
@@ -224,20 +234,25 @@ static int list_tokens(session_t *s)
         fprintf(stderr, "tollgate: cannot list tokens: %s\n", tg_strerror(rc));
         return rc;
     }
-    printf("%-6s  %-36s  %-20s  %-9s  %s\n", "ID", "CONTROL PLANE", "EXPIRES", "USES LEFT", "DESCRIPTION");
+    printf("%-6s  %-36s  %-20s  %-9s  %s\n", "ID", "CONTROL PLANE", "EXPIRES", "USES LEFT",
+           "DESCRIPTION");
     size_t i;
     json_t *t;
     json_array_foreach(tokens, i, t)
     {
         char expires[32], uses[16];
         format_time(json_object_get(t, "expires_at"), expires, sizeof(expires));
-        if (json_is_true(json_object_get(t, "expired"))) snprintf(expires, sizeof(expires), "expired");
+        if (json_is_true(json_object_get(t, "expired")))
+            snprintf(expires, sizeof(expires), "expired");
         json_t *u = json_object_get(t, "uses_left");
-        if (json_is_integer(u)) snprintf(uses, sizeof(uses), "%lld", (long long)json_integer_value(u));
-        else snprintf(uses, sizeof(uses), "unlimited");
+        if (json_is_integer(u))
+            snprintf(uses, sizeof(uses), "%lld", (long long)json_integer_value(u));
+        else
+            snprintf(uses, sizeof(uses), "unlimited");
         const char *desc = json_string_value(json_object_get(t, "description"));
         printf("%-6s  %-36s  %-20s  %-9s  %s\n", json_string_value(json_object_get(t, "id")),
-               json_string_value(json_object_get(t, "control_plane_id")), expires, uses, desc ? desc : "");
+               json_string_value(json_object_get(t, "control_plane_id")), expires, uses,
+               desc ? desc : "");
     }
     json_decref(tokens);
     return 0;
@@ -246,9 +261,12 @@ static int list_tokens(session_t *s)
 static int revoke_token(session_t *s, const char *id)
 {
     int rc = tg_join_token_delete(&s->db, id);
-    if (rc == -TG_ENOTFOUND) fprintf(stderr, "tollgate: no join token with id '%s'\n", id);
-    else if (rc) fprintf(stderr, "tollgate: cannot revoke the token: %s\n", tg_strerror(rc));
-    else printf("join token %s revoked\n", id);
+    if (rc == -TG_ENOTFOUND)
+        fprintf(stderr, "tollgate: no join token with id '%s'\n", id);
+    else if (rc)
+        fprintf(stderr, "tollgate: cannot revoke the token: %s\n", tg_strerror(rc));
+    else
+        printf("join token %s revoked\n", id);
     return rc;
 }
 
@@ -269,9 +287,12 @@ int tg_cp_cmd_token(int argc, char **argv)
     }
     session_t s = {0};
     int rc = open_session(&s);
-    if (!rc && strcmp(verb, "create") == 0) rc = create_token(&s, &a);
-    else if (!rc && strcmp(verb, "list") == 0) rc = list_tokens(&s);
-    else if (!rc) rc = revoke_token(&s, argv[1]);
+    if (!rc && strcmp(verb, "create") == 0)
+        rc = create_token(&s, &a);
+    else if (!rc && strcmp(verb, "list") == 0)
+        rc = list_tokens(&s);
+    else if (!rc)
+        rc = revoke_token(&s, argv[1]);
     close_session(&s);
     return rc;
 }

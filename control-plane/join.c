@@ -49,7 +49,8 @@ bool tg_join_token_id_valid(const char *id)
 bool tg_join_token_valid(const char *t)
 {
     return t && strlen(t) == TG_JOIN_TOKEN_LEN && all_token_chars(t, TG_JOIN_TOKEN_ID_LEN) &&
-           t[TG_JOIN_TOKEN_ID_LEN] == '.' && all_token_chars(t + TG_JOIN_TOKEN_ID_LEN + 1, SECRET_LEN);
+           t[TG_JOIN_TOKEN_ID_LEN] == '.' &&
+           all_token_chars(t + TG_JOIN_TOKEN_ID_LEN + 1, SECRET_LEN);
 }
 
 int tg_join_parse_ttl(const char *s, int64_t *out)
@@ -59,8 +60,10 @@ int tg_join_parse_ttl(const char *s, int64_t *out)
     errno = 0;
     long long v = strtoll(s, &end, 10);
     long long unit = 1;
-    if (*end && !end[1]) unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
-    else if (*end) unit = 0;
+    if (*end && !end[1])
+        unit = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+    else if (*end)
+        unit = 0;
     if (errno || unit == 0 || v <= 0 || v > TG_JOIN_MAX_TTL / unit) return -TG_EINVAL;
     *out = v * unit;
     return 0;
@@ -99,7 +102,8 @@ static void token_digest_param(const char *token, char out[2 * TG_SHA256_LEN + 3
 
 static bool wildcard(const char *host)
 {
-    return !*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || strcmp(host, "*") == 0;
+    return !*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
+           strcmp(host, "*") == 0;
 }
 
 void tg_cluster_advertise(char *out, size_t cap)
@@ -113,8 +117,10 @@ void tg_cluster_advertise(char *out, size_t cap)
     int n = tg_config_listeners(TG_CONF_cluster_listen, l, 8);
     int port = n > 0 ? l[0].port : 8005;
     char host[256] = "";
-    if (n > 0 && !wildcard(l[0].host)) snprintf(host, sizeof(host), "%s", l[0].host);
-    else if (gethostname(host, sizeof(host) - 1) != 0 || !*host) snprintf(host, sizeof(host), "localhost");
+    if (n > 0 && !wildcard(l[0].host))
+        snprintf(host, sizeof(host), "%s", l[0].host);
+    else if (gethostname(host, sizeof(host) - 1) != 0 || !*host)
+        snprintf(host, sizeof(host), "localhost");
     bool v6 = strchr(host, ':') != NULL;
     snprintf(out, cap, "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
@@ -125,10 +131,11 @@ int tg_join_resolve_cp(tg_db_t *db, const char *cp_id_or_name, char cp_id[37])
 {
     const char *params[] = {cp_id_or_name ? cp_id_or_name : "default"};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err,
-                               "SELECT id::text FROM control_planes WHERE name = $1 OR id::text = lower($1)"
-                               " ORDER BY name = $1 DESC LIMIT 1",
-                               1, params);
+    PGresult *res =
+        tg_db_exec(db, &err,
+                   "SELECT id::text FROM control_planes WHERE name = $1 OR id::text = lower($1)"
+                   " ORDER BY name = $1 DESC LIMIT 1",
+                   1, params);
     if (!res) return err.code;
     int rc = PQntuples(res) == 1 ? 0 : -TG_ENOTFOUND;
     if (rc == 0) snprintf(cp_id, 37, "%s", PQgetvalue(res, 0, 0));
@@ -137,12 +144,13 @@ int tg_join_resolve_cp(tg_db_t *db, const char *cp_id_or_name, char cp_id[37])
 }
 
 #define TOKEN_COLUMNS                                                                              \
-    "id, cp_id::text, extract(epoch FROM expires_at)::bigint, uses_left, description,"           \
+    "id, cp_id::text, extract(epoch FROM expires_at)::bigint, uses_left, description,"             \
     " extract(epoch FROM created_at)::bigint, expires_at <= now()"
 
 static json_t *nullable_int(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, row, col) ? json_null() : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
+    return PQgetisnull(res, row, col) ? json_null()
+                                      : json_integer(strtoll(PQgetvalue(res, row, col), NULL, 10));
 }
 
 static json_t *nullable_str(const PGresult *res, int row, int col)
@@ -152,15 +160,16 @@ static json_t *nullable_str(const PGresult *res, int row, int col)
 
 static json_t *token_record(const PGresult *res, int row)
 {
-    return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:b}", "id", PQgetvalue(res, row, 0), "control_plane_id",
-                     PQgetvalue(res, row, 1), "expires_at", nullable_int(res, row, 2), "uses_left",
-                     nullable_int(res, row, 3), "description", nullable_str(res, row, 4), "created_at",
+    return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:b}", "id", PQgetvalue(res, row, 0),
+                     "control_plane_id", PQgetvalue(res, row, 1), "expires_at",
+                     nullable_int(res, row, 2), "uses_left", nullable_int(res, row, 3),
+                     "description", nullable_str(res, row, 4), "created_at",
                      nullable_int(res, row, 5), "expired", *PQgetvalue(res, row, 6) == 't');
 }
 
 /* Inserts one token; 1 when its random id was already taken (the caller draws again). */
-static int insert_token(tg_db_t *db, const char *cp_id, int64_t ttl_s, int uses, const char *description,
-                        char token[24], json_t **info_out)
+static int insert_token(tg_db_t *db, const char *cp_id, int64_t ttl_s, int uses,
+                        const char *description, char token[24], json_t **info_out)
 {
     new_token(token);
     char id[TG_JOIN_TOKEN_ID_LEN + 1], digest[2 * TG_SHA256_LEN + 3], ttl[24], uses_s[16];
@@ -171,11 +180,12 @@ static int insert_token(tg_db_t *db, const char *cp_id, int64_t ttl_s, int uses,
     snprintf(uses_s, sizeof(uses_s), "%d", uses);
     const char *params[] = {id, cp_id, digest, ttl, uses > 0 ? uses_s : NULL, description};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err,
-                               "INSERT INTO join_tokens (id, cp_id, secret_digest, expires_at, uses_left, description)"
-                               " VALUES ($1, $2::uuid, $3::bytea, now() + $4::bigint * interval '1 second',"
-                               " $5::int, $6) ON CONFLICT (id) DO NOTHING RETURNING " TOKEN_COLUMNS,
-                               6, params);
+    PGresult *res = tg_db_exec(
+        db, &err,
+        "INSERT INTO join_tokens (id, cp_id, secret_digest, expires_at, uses_left, description)"
+        " VALUES ($1, $2::uuid, $3::bytea, now() + $4::bigint * interval '1 second',"
+        " $5::int, $6) ON CONFLICT (id) DO NOTHING RETURNING " TOKEN_COLUMNS,
+        6, params);
     if (!res) return err.code;
     int rc = PQntuples(res) == 1 ? 0 : 1;
     if (rc == 0 && info_out) {
@@ -197,7 +207,8 @@ int tg_join_token_create(tg_db_t *db, const char *cp_id_or_name, int64_t ttl_s, 
     int rc = tg_join_resolve_cp(db, cp_id_or_name, cp_id);
     /* 36^6 ids: a collision is rare, three in a row means something else is wrong. */
     for (int attempt = 0; rc == 0 && attempt < 3; attempt++) {
-        rc = insert_token(db, cp_id, ttl_s ? ttl_s : TG_JOIN_DEFAULT_TTL, uses, description, token_out, info_out);
+        rc = insert_token(db, cp_id, ttl_s ? ttl_s : TG_JOIN_DEFAULT_TTL, uses, description,
+                          token_out, info_out);
         if (rc != 1) break;
         rc = attempt == 2 ? -TG_EEXISTS : 0;
     }
@@ -210,13 +221,15 @@ int tg_join_token_list(tg_db_t *db, const char *cp_id, json_t **out)
     *out = NULL;
     const char *params[] = {cp_id};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err,
-                               "SELECT " TOKEN_COLUMNS " FROM join_tokens"
-                               " WHERE $1::uuid IS NULL OR cp_id = $1::uuid ORDER BY created_at, id",
-                               1, params);
+    PGresult *res =
+        tg_db_exec(db, &err,
+                   "SELECT " TOKEN_COLUMNS " FROM join_tokens"
+                   " WHERE $1::uuid IS NULL OR cp_id = $1::uuid ORDER BY created_at, id",
+                   1, params);
     if (!res) return err.code;
     *out = json_array();
-    for (int i = 0; i < PQntuples(res); i++) json_array_append_new(*out, token_record(res, i));
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(*out, token_record(res, i));
     PQclear(res);
     return 0;
 }
@@ -235,19 +248,26 @@ int tg_join_token_delete(tg_db_t *db, const char *id)
 
 /* ---------------------------------------------------------------- transactions */
 
-/* Begins a transaction unless the caller already runs one (then the caller commits). */
+/*
+ * A transaction of our own, or, inside the caller's (a group-commit batch, say), a savepoint:
+ * either way a failure after the token was consumed undoes the consumption.
+ */
 static int begin(tg_db_t *db, bool *own)
 {
     tg_db_err_t err;
     if (tg_db_ensure(db) != 0) return -TG_EDBDOWN;
     *own = !db->batch && PQtransactionStatus(db->conn) == PQTRANS_IDLE;
-    return *own ? tg_db_run(db, &err, "BEGIN", 0, NULL) : 0;
+    return tg_db_run(db, &err, *own ? "BEGIN" : "SAVEPOINT tg_join", 0, NULL);
 }
 
 static int finish(tg_db_t *db, bool own, int rc)
 {
     tg_db_err_t err;
-    if (!own) return rc;
+    if (!own) {
+        int undo = tg_db_run(
+            db, &err, rc ? "ROLLBACK TO SAVEPOINT tg_join" : "RELEASE SAVEPOINT tg_join", 0, NULL);
+        return rc ? rc : undo;
+    }
     if (rc != 0) {
         if (PQtransactionStatus(db->conn) != PQTRANS_IDLE) tg_db_run(db, &err, "ROLLBACK", 0, NULL);
         return rc;
@@ -277,15 +297,18 @@ static void reply_message(tg_join_http_resp_t *resp, int status, const char *mes
 
 static void reply_db_error(tg_join_http_resp_t *resp, int rc)
 {
-    if (rc == -TG_EDBDOWN) reply_message(resp, 503, "Service unavailable");
-    else reply_message(resp, 500, "An unexpected error occurred");
+    if (rc == -TG_EDBDOWN)
+        reply_message(resp, 503, "Service unavailable");
+    else
+        reply_message(resp, 500, "An unexpected error occurred");
 }
 
 static json_t *endpoint_list(tg_db_t *db, const char *const *endpoints, size_t n)
 {
     if (n == 0) return tg_cluster_nodes_endpoints(db);
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(endpoints[i]));
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(endpoints[i]));
     return arr;
 }
 
@@ -326,7 +349,8 @@ static int live_token(tg_db_t *db, const char *id, char cp_id[37], uint8_t diges
 }
 
 /* "<id>:<hex HMAC-SHA256(key = SHA-256(token), body)>" */
-static void sign_body(const char *id, const uint8_t key[TG_SHA256_LEN], const char *body, char out[160])
+static void sign_body(const char *id, const uint8_t key[TG_SHA256_LEN], const char *body,
+                      char out[160])
 {
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -336,22 +360,25 @@ static void sign_body(const char *id, const uint8_t key[TG_SHA256_LEN], const ch
     snprintf(out, 160, "%s:%s", id, hex);
 }
 
-static void cluster_info(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *endpoints, size_t n,
-                         const tg_join_http_req_t *req, tg_join_http_resp_t *resp)
+static void cluster_info(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *endpoints,
+                         size_t n, const tg_join_http_req_t *req, tg_join_http_resp_t *resp)
 {
     char *id = query_token_id(req->query), cp_id[37];
     uint8_t key[TG_SHA256_LEN];
     int rc = id ? live_token(db, id, cp_id, key) : -TG_ENOTFOUND;
-    if (rc == -TG_ENOTFOUND) reply_message(resp, 401, BAD_TOKEN);
-    else if (rc) reply_db_error(resp, rc);
+    if (rc == -TG_ENOTFOUND)
+        reply_message(resp, 401, BAD_TOKEN);
+    else if (rc)
+        reply_db_error(resp, rc);
     if (rc) {
         free(id);
         return;
     }
     char hash[72];
     tg_cluster_ca_spki_hash(ca, hash);
-    reply(resp, 200, json_pack("{s:s,s:s,s:o,s:s}", "ca_certificate", tg_cluster_ca_cert_pem(ca), "ca_hash", hash,
-                               "endpoints", endpoint_list(db, endpoints, n), "control_plane_id", cp_id));
+    reply(resp, 200,
+          json_pack("{s:s,s:s,s:o,s:s}", "ca_certificate", tg_cluster_ca_cert_pem(ca), "ca_hash",
+                    hash, "endpoints", endpoint_list(db, endpoints, n), "control_plane_id", cp_id));
     sign_body(id, key, resp->body, resp->signature);
     OPENSSL_cleanse(key, sizeof(key));
     free(id);
@@ -362,7 +389,8 @@ static char *bearer_token(const char *authorization)
 {
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0) return NULL;
     const char *t = authorization + 7;
-    while (*t == ' ') t++;
+    while (*t == ' ')
+        t++;
     return tg_join_token_valid(t) ? tg_strdup(t) : NULL;
 }
 
@@ -404,7 +432,8 @@ static int record_data_plane(tg_db_t *db, const enrol_t *e)
     const char *params[] = {e->node_id, e->cp_id, e->hostname, id, e->serial, not_after, e->peer};
     tg_db_err_t err;
     return tg_db_run(db, &err,
-                     "INSERT INTO data_planes (id, cp_id, hostname, token_id, cert_serial, cert_expires_at, address)"
+                     "INSERT INTO data_planes (id, cp_id, hostname, token_id, cert_serial, "
+                     "cert_expires_at, address)"
                      " VALUES ($1::uuid, $2::uuid, $3, $4, $5, to_timestamp($6::bigint), $7)",
                      7, params);
 }
@@ -425,8 +454,8 @@ static int enrol(tg_db_t *db, const tg_cluster_ca_t *ca, enrol_t *e)
     if (!rc) rc = consume(db, e);
     if (!rc) {
         tg_uuid_v4(e->node_id);
-        rc = tg_cluster_ca_sign_csr(ca, e->csr, e->node_id, e->cp_id, dp_cert_lifetime(), &e->cert, e->serial,
-                                    &e->not_after, e->err, sizeof(e->err));
+        rc = tg_cluster_ca_sign_csr(ca, e->csr, e->node_id, e->cp_id, dp_cert_lifetime(), &e->cert,
+                                    e->serial, &e->not_after, e->err, sizeof(e->err));
     }
     if (!rc) rc = record_data_plane(db, e);
     rc = finish(db, own, rc);
@@ -448,11 +477,14 @@ static bool printable(const char *s)
 static json_t *csr_body(const tg_join_http_req_t *req, tg_join_http_resp_t *resp)
 {
     json_error_t jerr;
-    json_t *body = req->body ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *body =
+        req->body ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     const char *msg = NULL;
     json_t *hostname = json_object_get(body, "hostname");
-    if (!json_is_object(body)) msg = "Cannot parse JSON body";
-    else if (!json_is_string(json_object_get(body, "csr"))) msg = "csr: required (a PEM certificate request)";
+    if (!json_is_object(body))
+        msg = "Cannot parse JSON body";
+    else if (!json_is_string(json_object_get(body, "csr")))
+        msg = "csr: required (a PEM certificate request)";
     else if (hostname && !json_is_null(hostname) &&
              (!json_is_string(hostname) || json_string_length(hostname) > HOSTNAME_MAX ||
               !printable(json_string_value(hostname))))
@@ -467,7 +499,7 @@ static void join_csr(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *
                      const tg_join_http_req_t *req, tg_join_http_resp_t *resp)
 {
     char *token = bearer_token(req->authorization);
-    if (!token) { /* authentication first: nothing about the body is revealed without a token */
+    if (!token) { /* the CSR itself is only parsed once the token has been consumed */
         reply_message(resp, 401, BAD_TOKEN);
         return;
     }
@@ -478,14 +510,19 @@ static void join_csr(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *
         e.csr = json_string_value(json_object_get(body, "csr"));
         e.hostname = json_string_value(json_object_get(body, "hostname"));
         rc = enrol(db, ca, &e);
-        if (rc == -TG_ENOTFOUND) reply_message(resp, 401, BAD_TOKEN);
-        else if (rc == -TG_EINVAL) reply_message(resp, 400, e.err);
-        else if (rc) reply_db_error(resp, rc);
+        if (rc == -TG_ENOTFOUND)
+            reply_message(resp, 401, BAD_TOKEN);
+        else if (rc == -TG_EINVAL)
+            reply_message(resp, 400, e.err);
+        else if (rc)
+            reply_db_error(resp, rc);
     }
     if (rc == 0) {
-        reply(resp, 201, json_pack("{s:s,s:s,s:s,s:s,s:o,s:I}", "node_id", e.node_id, "control_plane_id", e.cp_id,
-                                   "certificate", e.cert, "ca_certificate", tg_cluster_ca_cert_pem(ca), "endpoints",
-                                   endpoint_list(db, endpoints, n), "expires_at", (json_int_t)e.not_after));
+        reply(resp, 201,
+              json_pack("{s:s,s:s,s:s,s:s,s:o,s:I}", "node_id", e.node_id, "control_plane_id",
+                        e.cp_id, "certificate", e.cert, "ca_certificate",
+                        tg_cluster_ca_cert_pem(ca), "endpoints", endpoint_list(db, endpoints, n),
+                        "expires_at", (json_int_t)e.not_after));
         TG_LOGN("cluster", "data plane %s (%s) joined control plane %s with token %.6s", e.node_id,
                 e.hostname ? e.hostname : "no hostname", e.cp_id, token);
     }
@@ -504,11 +541,16 @@ void tg_join_handle(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *e
     const char *path = req->path ? req->path : "";
     const char *method = req->method ? req->method : "";
     bool info = strcmp(path, "/v1/join/cluster-info") == 0, csr = strcmp(path, "/v1/join/csr") == 0;
-    if (!info && !csr) reply_message(resp, 404, "Not found");
-    else if (info && strcmp(method, "GET") != 0) reply_message(resp, 405, "Method not allowed");
-    else if (csr && strcmp(method, "POST") != 0) reply_message(resp, 405, "Method not allowed");
-    else if (info) cluster_info(db, ca, endpoints, nendpoints, req, resp);
-    else join_csr(db, ca, endpoints, nendpoints, req, resp);
+    if (!info && !csr)
+        reply_message(resp, 404, "Not found");
+    else if (info && strcmp(method, "GET") != 0)
+        reply_message(resp, 405, "Method not allowed");
+    else if (csr && strcmp(method, "POST") != 0)
+        reply_message(resp, 405, "Method not allowed");
+    else if (info)
+        cluster_info(db, ca, endpoints, nendpoints, req, resp);
+    else
+        join_csr(db, ca, endpoints, nendpoints, req, resp);
 }
 
 /* ---------------------------------------------------------------- enrolled data planes */
@@ -516,16 +558,18 @@ void tg_join_handle(tg_db_t *db, const tg_cluster_ca_t *ca, const char *const *e
 /* 1 revoked, 0 active with its serial in serial[41], -TG_ENOTFOUND, or a db error. */
 static int dp_state(tg_db_t *db, const char *node_id, const char *cp_id, bool lock, char serial[41])
 {
-    if (!node_id || !cp_id || !tg_uuid_valid(tg_str_from(node_id)) || !tg_uuid_valid(tg_str_from(cp_id)))
+    if (!node_id || !cp_id || !tg_uuid_valid(tg_str_from(node_id)) ||
+        !tg_uuid_valid(tg_str_from(cp_id)))
         return -TG_ENOTFOUND;
     const char *params[] = {node_id, cp_id};
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err,
-                               lock ? "SELECT revoked_at IS NOT NULL, coalesce(cert_serial, '') FROM data_planes"
-                                      " WHERE id = $1::uuid AND cp_id = $2::uuid FOR UPDATE"
-                                    : "SELECT revoked_at IS NOT NULL, coalesce(cert_serial, '') FROM data_planes"
-                                      " WHERE id = $1::uuid AND cp_id = $2::uuid",
-                               2, params);
+    PGresult *res = tg_db_exec(
+        db, &err,
+        lock ? "SELECT revoked_at IS NOT NULL, coalesce(cert_serial, '') FROM data_planes"
+               " WHERE id = $1::uuid AND cp_id = $2::uuid FOR UPDATE"
+             : "SELECT revoked_at IS NOT NULL, coalesce(cert_serial, '') FROM data_planes"
+               " WHERE id = $1::uuid AND cp_id = $2::uuid",
+        2, params);
     if (!res) return err.code;
     int rc = -TG_ENOTFOUND;
     if (PQntuples(res) == 1) {
@@ -552,10 +596,11 @@ static int store_renewal(tg_db_t *db, const char *node_id, const char *serial, i
     snprintf(na, sizeof(na), "%lld", (long long)not_after);
     const char *params[] = {node_id, serial, na};
     tg_db_err_t err;
-    return tg_db_run(db, &err,
-                     "UPDATE data_planes SET cert_serial = $2, cert_expires_at = to_timestamp($3::bigint)"
-                     " WHERE id = $1::uuid",
-                     3, params);
+    return tg_db_run(
+        db, &err,
+        "UPDATE data_planes SET cert_serial = $2, cert_expires_at = to_timestamp($3::bigint)"
+        " WHERE id = $1::uuid",
+        3, params);
 }
 
 int tg_join_renew(tg_db_t *db, const tg_cluster_ca_t *ca, const char *node_id, const char *cp_id,
@@ -566,11 +611,12 @@ int tg_join_renew(tg_db_t *db, const tg_cluster_ca_t *ca, const char *node_id, c
     char serial[41];
     int64_t not_after = 0;
     int rc = begin(db, &own);
-    if (!rc) rc = dp_state(db, node_id, cp_id, true, serial); /* locked against a concurrent revoke */
+    if (!rc)
+        rc = dp_state(db, node_id, cp_id, true, serial); /* locked against a concurrent revoke */
     if (rc == 1) rc = -TG_EPERM;
     if (!rc)
-        rc = tg_cluster_ca_sign_csr(ca, csr_pem, node_id, cp_id, dp_cert_lifetime(), cert_pem, serial, &not_after,
-                                    err, errlen);
+        rc = tg_cluster_ca_sign_csr(ca, csr_pem, node_id, cp_id, dp_cert_lifetime(), cert_pem,
+                                    serial, &not_after, err, errlen);
     if (!rc) rc = store_renewal(db, node_id, serial, not_after);
     rc = finish(db, own, rc);
     if (rc) {
@@ -587,14 +633,16 @@ int tg_join_renew(tg_db_t *db, const tg_cluster_ca_t *ca, const char *node_id, c
 int tg_cluster_nodes_register(tg_db_t *db, const char *node_id, const char *endpoint,
                               const char *hostname)
 {
-    if (!node_id || !tg_uuid_valid(tg_str_from(node_id)) || !endpoint || !*endpoint) return -TG_EINVAL;
+    if (!node_id || !tg_uuid_valid(tg_str_from(node_id)) || !endpoint || !*endpoint)
+        return -TG_EINVAL;
     const char *params[] = {node_id, endpoint, hostname};
     tg_db_err_t err;
-    return tg_db_run(db, &err,
-                     "INSERT INTO cluster_nodes (node_id, endpoint, hostname) VALUES ($1::uuid, $2, $3)"
-                     " ON CONFLICT (node_id) DO UPDATE SET endpoint = EXCLUDED.endpoint,"
-                     " hostname = EXCLUDED.hostname, started_at = now(), last_seen = now()",
-                     3, params);
+    return tg_db_run(
+        db, &err,
+        "INSERT INTO cluster_nodes (node_id, endpoint, hostname) VALUES ($1::uuid, $2, $3)"
+        " ON CONFLICT (node_id) DO UPDATE SET endpoint = EXCLUDED.endpoint,"
+        " hostname = EXCLUDED.hostname, started_at = now(), last_seen = now()",
+        3, params);
 }
 
 int tg_cluster_nodes_touch(tg_db_t *db, const char *node_id)
@@ -602,14 +650,18 @@ int tg_cluster_nodes_touch(tg_db_t *db, const char *node_id)
     if (!node_id || !tg_uuid_valid(tg_str_from(node_id))) return -TG_EINVAL;
     const char *params[] = {node_id};
     tg_db_err_t err;
-    return tg_db_run(db, &err, "UPDATE cluster_nodes SET last_seen = now() WHERE node_id = $1::uuid", 1, params);
+    return tg_db_run(
+        db, &err, "UPDATE cluster_nodes SET last_seen = now() WHERE node_id = $1::uuid", 1, params);
 }
 
 static void add_unique(json_t *arr, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) if (strcmp(json_string_value(v), s) == 0) return;
+    json_array_foreach(arr, i, v)
+    {
+        if (strcmp(json_string_value(v), s) == 0) return;
+    }
     json_array_append_new(arr, json_string(s));
 }
 
@@ -620,11 +672,13 @@ json_t *tg_cluster_nodes_endpoints(tg_db_t *db)
     json_t *arr = json_array();
     add_unique(arr, self);
     tg_db_err_t err;
-    PGresult *res = tg_db_exec(db, &err,
-                               "SELECT endpoint FROM cluster_nodes WHERE last_seen > now() - interval '"
-                               NODE_SEEN_WINDOW "' ORDER BY started_at, endpoint",
-                               0, NULL);
-    for (int i = 0; res && i < PQntuples(res); i++) add_unique(arr, PQgetvalue(res, i, 0));
+    PGresult *res = tg_db_exec(
+        db, &err,
+        "SELECT endpoint FROM cluster_nodes WHERE last_seen > now() - interval '" NODE_SEEN_WINDOW
+        "' ORDER BY started_at, endpoint",
+        0, NULL);
+    for (int i = 0; res && i < PQntuples(res); i++)
+        add_unique(arr, PQgetvalue(res, i, 0));
     if (res) PQclear(res);
     return arr;
 }

@@ -16,8 +16,9 @@
  *        the token as it was.
  *
  * Everything here runs on a thread that owns `db` (a CP worker or a CLI command), never on an
- * event loop. `db` must not be inside a transaction unless stated. Unknown, expired and
- * used-up tokens get the same answer, so the API does not tell which.
+ * event loop. Functions that write several rows use their own transaction, or a savepoint when
+ * `db` is already inside one (a group-commit batch), so a failure never half-applies. Unknown,
+ * expired and used-up tokens get the same answer, so the API does not tell which.
  */
 #ifndef TG_JOIN_H
 #define TG_JOIN_H
@@ -30,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TG_JOIN_TOKEN_LEN 23          /* "abcdef.0123456789abcdef" */
+#define TG_JOIN_TOKEN_LEN 23 /* "abcdef.0123456789abcdef" */
 #define TG_JOIN_TOKEN_ID_LEN 6
 #define TG_JOIN_DEFAULT_TTL (24 * 3600)
 #define TG_JOIN_MAX_TTL (365L * 86400)

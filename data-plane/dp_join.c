@@ -30,6 +30,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,8 @@ static int say_error(const char *fmt, ...)
 
 static char *cluster_path(const char *name)
 {
-    return tg_asprintf("%s/%s%s%s", tg_config_get(TG_CONF_prefix), TG_DP_CLUSTER_DIR, *name ? "/" : "", name);
+    return tg_asprintf("%s/%s%s%s", tg_config_get(TG_CONF_prefix), TG_DP_CLUSTER_DIR,
+                       *name ? "/" : "", name);
 }
 
 static void fsync_dir(const char *path)
@@ -102,15 +104,22 @@ int tg_dp_join_write_file(const char *path, const char *data, size_t len, mode_t
     for (size_t off = 0; rc == 0 && off < len;) {
         ssize_t n = write(fd, data + off, len - off);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) rc = -TG_EIO;
-        else off += (size_t)n;
+        if (n <= 0)
+            rc = -TG_EIO;
+        else
+            off += (size_t)n;
     }
     if (rc == 0 && (fchmod(fd, mode) != 0 || fsync(fd) != 0)) rc = -TG_EIO;
     int saved = errno;
     if (fd >= 0) close(fd);
-    if (rc == 0 && rename(tmp, path) != 0) rc = -TG_EIO, saved = errno;
-    if (rc) unlink(tmp);
-    else fsync_dir(path);
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = -TG_EIO;
+        saved = errno;
+    }
+    if (rc)
+        unlink(tmp);
+    else
+        fsync_dir(path);
     free(tmp);
     errno = saved;
     return rc;
@@ -131,7 +140,8 @@ static int make_dirs(void)
     free(copy);
     char *dir = cluster_path("");
     /* The directory holds a private key: private even if it existed before. */
-    if (rc == 0 && ((mkdir(dir, 0700) != 0 && errno != EEXIST) || chmod(dir, 0700) != 0)) rc = -TG_ESYS;
+    if (rc == 0 && ((mkdir(dir, 0700) != 0 && errno != EEXIST) || chmod(dir, 0700) != 0))
+        rc = -TG_ESYS;
     if (rc) say_error("cannot create %s: %s", dir, strerror(errno));
     free(dir);
     return rc ? -TG_ESYS : 0;
@@ -180,8 +190,10 @@ int tg_dp_enrolment_load(tg_dp_enrolment_t *e, char *err, size_t errlen)
     const char *server = json_string_value(json_object_get(doc, "server_name"));
     json_t *eps = json_object_get(doc, "endpoints");
     int rc = -TG_EPARSE;
-    if (!doc || !copy_id(doc, "node_id", e->node_id) || !copy_id(doc, "control_plane_id", e->cp_id) || !server ||
-        strlen(server) >= sizeof(e->server_name) || !json_is_array(eps) || json_array_size(eps) == 0)
+    if (!doc || !copy_id(doc, "node_id", e->node_id) ||
+        !copy_id(doc, "control_plane_id", e->cp_id) || !server ||
+        strlen(server) >= sizeof(e->server_name) || !json_is_array(eps) ||
+        json_array_size(eps) == 0)
         snprintf(err, errlen, "%s is not a valid enrolment record", path);
     else if (!exists(e->key_path) || !exists(e->cert_path) || !exists(e->ca_path))
         snprintf(err, errlen, "%s lacks dp.key, dp.crt or ca.crt", e->dir);
@@ -230,20 +242,29 @@ static int parse_args(int argc, char **argv, join_args_t *a)
 {
     const char *hash = NULL;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--token") == 0) a->token = value(argc, argv, &i);
-        else if (strncmp(argv[i], "--token=", 8) == 0) a->token = argv[i] + 8;
-        else if (strcmp(argv[i], "--ca-hash") == 0) hash = value(argc, argv, &i);
-        else if (strncmp(argv[i], "--ca-hash=", 10) == 0) hash = argv[i] + 10;
-        else if (strcmp(argv[i], "--start") == 0) a->start = true;
-        else if (argv[i][0] != '-' && !a->hostport) a->hostport = argv[i];
-        else return say_error("unexpected argument '%s'\n%s", argv[i], USAGE);
+        if (strcmp(argv[i], "--token") == 0)
+            a->token = value(argc, argv, &i);
+        else if (strncmp(argv[i], "--token=", 8) == 0)
+            a->token = argv[i] + 8;
+        else if (strcmp(argv[i], "--ca-hash") == 0)
+            hash = value(argc, argv, &i);
+        else if (strncmp(argv[i], "--ca-hash=", 10) == 0)
+            hash = argv[i] + 10;
+        else if (strcmp(argv[i], "--start") == 0)
+            a->start = true;
+        else if (argv[i][0] != '-' && !a->hostport)
+            a->hostport = argv[i];
+        else
+            return say_error("unexpected argument '%s'\n%s", argv[i], USAGE);
     }
-    if (!a->hostport || !a->token) return say_error("HOST:PORT and --token are required\n%s", USAGE);
+    if (!a->hostport || !a->token)
+        return say_error("HOST:PORT and --token are required\n%s", USAGE);
     if (!token_format_ok(a->token))
         return say_error("the token is malformed: it looks like abcdef.0123456789abcdef "
                          "(6 and 16 characters a-z, 0-9); `tollgate cp token create` prints one");
     if (tg_https_split_hostport(a->hostport, a->host, sizeof(a->host), &a->port) != 0)
-        return say_error("'%s' is not HOST:PORT (the control plane's cluster_listen address)", a->hostport);
+        return say_error("'%s' is not HOST:PORT (the control plane's cluster_listen address)",
+                         a->hostport);
     if (hash && !ca_hash_ok(hash, a->ca_hash))
         return say_error("--ca-hash must be sha256: followed by 64 hex digits (got '%s')", hash);
     return 0;
@@ -264,7 +285,8 @@ static int refused(const char *what, const tg_https_response_t *r)
     json_t *doc;
     const char *msg = answer_message(r, &doc);
     if (r->status == 401)
-        say_error("the control plane refused the token (%s): it is unknown, expired or used up", msg);
+        say_error("the control plane refused the token (%s): it is unknown, expired or used up",
+                  msg);
     else
         say_error("%s: the control plane answered %d: %s", what, r->status, msg);
     json_decref(doc);
@@ -287,24 +309,29 @@ static bool signature_ok(const char *token, const char *header, const char *body
     return header && strlen(header) == n && tg_ct_equal(header, want, n);
 }
 
-static int check_cluster_info(const join_args_t *a, const tg_https_response_t *r, cluster_info_t *info)
+static int check_cluster_info(const join_args_t *a, const tg_https_response_t *r,
+                              cluster_info_t *info)
 {
     char *sig = tg_https_response_header(r, "X-Tollgate-Signature");
     bool signed_ok = signature_ok(a->token, sig, r->body, r->body_len);
     free(sig);
     if (!signed_ok)
-        return say_error("the cluster information from %s is not signed with this token: either the token is "
-                         "wrong or something between this node and the control plane altered the answer; "
-                         "nothing was written",
-                         a->hostport);
+        return say_error(
+            "the cluster information from %s is not signed with this token: either the token is "
+            "wrong or something between this node and the control plane altered the answer; "
+            "nothing was written",
+            a->hostport);
     json_t *doc = json_loadb(r->body, r->body_len, 0, NULL);
     const char *ca = json_string_value(json_object_get(doc, "ca_certificate"));
     int rc = ca && tg_https_spki_hash(ca, info->ca_hash) == 0 ? 0 : -TG_EPARSE;
-    if (rc) say_error("the control plane's cluster information holds no valid CA certificate");
-    else info->ca_pem = tg_strdup(ca);
+    if (rc)
+        say_error("the control plane's cluster information holds no valid CA certificate");
+    else
+        info->ca_pem = tg_strdup(ca);
     json_decref(doc);
     if (rc == 0 && a->ca_hash[0] && strcmp(a->ca_hash, info->ca_hash) != 0)
-        rc = say_error("CA hash mismatch: the control plane at %s presents CA %s but --ca-hash is %s; refusing to "
+        rc = say_error("CA hash mismatch: the control plane at %s presents CA %s but --ca-hash is "
+                       "%s; refusing to "
                        "join (nothing was written)",
                        a->hostport, info->ca_hash, a->ca_hash);
     return rc;
@@ -314,9 +341,11 @@ static int fetch_cluster_info(const join_args_t *a, cluster_info_t *info)
 {
     char path[64], err[512];
     snprintf(path, sizeof(path), "/v1/join/cluster-info?token_id=%.*s", TOKEN_ID_LEN, a->token);
-    tg_https_opts_t opts = {.max_body = MAX_ANSWER}; /* unverified on purpose: see the file comment */
+    tg_https_opts_t opts = {.max_body =
+                                MAX_ANSWER}; /* unverified on purpose: see the file comment */
     tg_https_response_t r;
-    int rc = tg_https_request(a->hostport, "GET", path, NULL, 0, NULL, 0, &opts, &r, err, sizeof(err));
+    int rc =
+        tg_https_request(a->hostport, "GET", path, NULL, 0, NULL, 0, &opts, &r, err, sizeof(err));
     if (rc) {
         say_error("cannot reach the control plane at %s: %s", a->hostport, err);
         return rc;
@@ -340,7 +369,8 @@ static X509_REQ *build_csr(EVP_PKEY *key, const char *cn)
     X509_REQ *req = X509_REQ_new();
     X509_NAME *name = X509_NAME_new();
     int ok = req && name && X509_REQ_set_version(req, X509_REQ_VERSION_1) &&
-             X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) &&
+             X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
+                                        -1, 0) &&
              X509_REQ_set_subject_name(req, name) && X509_REQ_set_pubkey(req, key) &&
              X509_REQ_sign(req, key, EVP_sha256()) > 0;
     X509_NAME_free(name);
@@ -387,7 +417,8 @@ static bool cert_matches(const char *cert_pem, const char *key_pem, const char *
     BIO *kb = BIO_new_mem_buf(key_pem, -1);
     EVP_PKEY *key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
     EVP_PKEY *ca_key = ca ? X509_get0_pubkey(ca) : NULL;
-    bool ok = cert && key && ca_key && X509_check_private_key(cert, key) == 1 && X509_verify(cert, ca_key) == 1;
+    bool ok = cert && key && ca_key && X509_check_private_key(cert, key) == 1 &&
+              X509_verify(cert, ca_key) == 1;
     EVP_PKEY_free(key);
     BIO_free(kb);
     X509_free(cert);
@@ -396,29 +427,35 @@ static bool cert_matches(const char *cert_pem, const char *key_pem, const char *
     return ok;
 }
 
-static int read_issued(const tg_https_response_t *r, const char *key_pem, const char *ca_pem, issued_t *out)
+static int read_issued(const tg_https_response_t *r, const char *key_pem, const char *ca_pem,
+                       issued_t *out)
 {
     json_t *doc = json_loadb(r->body, r->body_len, 0, NULL);
     const char *cert = json_string_value(json_object_get(doc, "certificate"));
     json_t *eps = json_object_get(doc, "endpoints");
     int rc = 0;
-    if (!cert || !copy_id(doc, "node_id", out->node_id) || !copy_id(doc, "control_plane_id", out->cp_id))
+    if (!cert || !copy_id(doc, "node_id", out->node_id) ||
+        !copy_id(doc, "control_plane_id", out->cp_id))
         rc = say_error("the control plane's answer to the CSR is incomplete");
     else if (!cert_matches(cert, key_pem, ca_pem))
-        rc = say_error("the certificate the control plane issued does not match this node's key or the cluster CA");
+        rc = say_error("the certificate the control plane issued does not match this node's key or "
+                       "the cluster CA");
     if (rc == 0) {
         out->cert_pem = tg_strdup(cert);
         out->endpoints = json_array();
         size_t i;
         json_t *v;
-        json_array_foreach(eps, i, v) if (json_is_string(v)) json_array_append(out->endpoints, v);
+        json_array_foreach(eps, i, v)
+        {
+            if (json_is_string(v)) json_array_append(out->endpoints, v);
+        }
     }
     json_decref(doc);
     return rc;
 }
 
-static int request_certificate(const join_args_t *a, const cluster_info_t *info, const char *key_pem,
-                               const char *csr_pem, issued_t *out)
+static int request_certificate(const join_args_t *a, const cluster_info_t *info,
+                               const char *key_pem, const char *csr_pem, issued_t *out)
 {
     char hostname[256] = "", auth[TOKEN_LEN + 32], err[512];
     gethostname(hostname, sizeof(hostname) - 1);
@@ -429,15 +466,16 @@ static int request_certificate(const join_args_t *a, const cluster_info_t *info,
     const char *headers[] = {auth, "Content-Type: application/json", "Accept: application/json"};
     tg_https_opts_t opts = {.ca_pem = info->ca_pem, .max_body = MAX_ANSWER};
     tg_https_response_t r;
-    int rc = tg_https_request(a->hostport, "POST", "/v1/join/csr", headers, 3, body, strlen(body), &opts, &r,
-                              err, sizeof(err));
+    int rc = tg_https_request(a->hostport, "POST", "/v1/join/csr", headers, 3, body, strlen(body),
+                              &opts, &r, err, sizeof(err));
     OPENSSL_cleanse(auth, sizeof(auth));
     free(body);
     if (rc) {
         say_error("cannot send the certificate request to %s: %s", a->hostport, err);
         return rc;
     }
-    rc = r.status == 201 ? read_issued(&r, key_pem, info->ca_pem, out) : refused("certificate request", &r);
+    rc = r.status == 201 ? read_issued(&r, key_pem, info->ca_pem, out)
+                         : refused("certificate request", &r);
     tg_https_response_free(&r);
     return rc;
 }
@@ -456,9 +494,10 @@ static int write_one(const char *name, const char *text, mode_t mode)
 static int write_enrolment(const join_args_t *a, const cluster_info_t *info, const char *key_pem,
                            const issued_t *got)
 {
-    json_t *eps = json_array_size(got->endpoints) ? json_incref(got->endpoints) : json_pack("[s]", a->hostport);
-    json_t *rec = json_pack("{s:s,s:s,s:o,s:s}", "node_id", got->node_id, "control_plane_id", got->cp_id,
-                            "endpoints", eps, "server_name", a->host);
+    json_t *eps = json_array_size(got->endpoints) ? json_incref(got->endpoints)
+                                                  : json_pack("[s]", a->hostport);
+    json_t *rec = json_pack("{s:s,s:s,s:o,s:s}", "node_id", got->node_id, "control_plane_id",
+                            got->cp_id, "endpoints", eps, "server_name", a->host);
     char *text = json_dumps(rec, JSON_INDENT(2));
     json_decref(rec);
     char *with_nl = tg_asprintf("%s\n", text);
@@ -475,14 +514,17 @@ static int write_enrolment(const join_args_t *a, const cluster_info_t *info, con
 
 /* ---------------------------------------------------------------- the command */
 
-static int already_enrolled(const join_args_t *a, int load_rc, const tg_dp_enrolment_t *e, const char *err)
+static int already_enrolled(const join_args_t *a, int load_rc, const tg_dp_enrolment_t *e,
+                            const char *err)
 {
     if (load_rc != 0) {
-        say_error("%s; remove %s/%s to join again", err, tg_config_get(TG_CONF_prefix), TG_DP_CLUSTER_DIR);
+        say_error("%s; remove %s/%s to join again", err, tg_config_get(TG_CONF_prefix),
+                  TG_DP_CLUSTER_DIR);
         return load_rc;
     }
-    printf("this data plane is already enrolled (node %s, control plane %s) under %s; nothing to do\n", e->node_id,
-           e->cp_id, e->dir);
+    printf(
+        "this data plane is already enrolled (node %s, control plane %s) under %s; nothing to do\n",
+        e->node_id, e->cp_id, e->dir);
     fflush(stdout);
     return a->start ? tg_dp_cmd_start(0, NULL) : 0;
 }
@@ -495,15 +537,18 @@ static int enrol(const join_args_t *a)
     gethostname(hostname, sizeof(hostname) - 1);
     int rc = fetch_cluster_info(a, &info);
     if (!rc && !a->ca_hash[0])
-        fprintf(stderr, "tollgate: trusting cluster CA %s on the token's signature alone (pass --ca-hash to pin it)\n",
+        fprintf(stderr,
+                "tollgate: trusting cluster CA %s on the token's signature alone (pass --ca-hash "
+                "to pin it)\n",
                 info.ca_hash);
     if (!rc && (rc = tg_dp_join_new_key_csr(hostname, &key_pem, &csr_pem)) != 0)
         say_error("cannot generate a key and certificate request");
     if (!rc) rc = request_certificate(a, &info, key_pem, csr_pem, &got);
     if (!rc) rc = write_enrolment(a, &info, key_pem, &got);
     if (!rc)
-        printf("joined control plane %s as data plane node %s (CA %s); credentials in %s/%s\n", got.cp_id,
-               got.node_id, info.ca_hash, tg_config_get(TG_CONF_prefix), TG_DP_CLUSTER_DIR);
+        printf("joined control plane %s as data plane node %s (CA %s); credentials in %s/%s\n",
+               got.cp_id, got.node_id, info.ca_hash, tg_config_get(TG_CONF_prefix),
+               TG_DP_CLUSTER_DIR);
     if (key_pem) OPENSSL_cleanse(key_pem, strlen(key_pem));
     free(key_pem);
     free(csr_pem);
@@ -516,6 +561,7 @@ static int enrol(const join_args_t *a)
 int tg_dp_cmd_join(int argc, char **argv)
 {
     join_args_t a = {0};
+    signal(SIGPIPE, SIG_IGN); /* a CP that hangs up mid-request is an error, not a crash */
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
     tg_dp_enrolment_t e;

@@ -25,8 +25,8 @@
 typedef struct tg_dp_enrolment {
     char node_id[37];
     char cp_id[37];
-    char server_name[256]; /* name the CP's certificate must carry */
-    json_t *endpoints;     /* array of "host:port" strings (owned) */
+    char server_name[256];                      /* name the CP's certificate must carry */
+    json_t *endpoints;                          /* array of "host:port" strings (owned) */
     char *dir, *key_path, *cert_path, *ca_path; /* owned */
 } tg_dp_enrolment_t;
 
@@ -45,7 +45,8 @@ void tg_dp_enrolment_free(tg_dp_enrolment_t *e);
  */
 int tg_dp_join_new_key_csr(const char *cn, char **key_pem, char **csr_pem);
 
-/* Replaces `path` atomically with `len` bytes of `data`, file mode `mode`. 0 or -TG_EIO (errno set). */
+/* Replaces `path` atomically with `len` bytes of `data`, file mode `mode`. 0 or -TG_EIO (errno
+ * set). */
 int tg_dp_join_write_file(const char *path, const char *data, size_t len, mode_t mode);
 
 #endif

@@ -250,7 +250,8 @@ static int read_more(conn_t *c, size_t limit)
     int e = SSL_get_error(c->ssl, n);
     if (e == SSL_ERROR_ZERO_RETURN) return 0;
     /* A peer that closes without close_notify: OpenSSL 3 reports it as an SSL error. */
-    if (e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+    if (e == SSL_ERROR_SSL &&
+        ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
         ERR_clear_error();
         return 0;
     }
@@ -279,13 +280,15 @@ static int read_head(conn_t *c, tg_https_response_t *r, tg_http_response_head_t 
         c->parsed = c->len;
         int n = read_more(c, HEAD_MAX + 1);
         if (n < 0) return n == -TG_ETOOBIG ? fail(c, n, "the response head is too large") : n;
-        if (n == 0) return fail(c, -TG_EPARSE, "the server closed the connection without a response");
+        if (n == 0)
+            return fail(c, -TG_EPARSE, "the server closed the connection without a response");
     }
 }
 
 static int body_length(conn_t *c, size_t start, int64_t want, size_t max, tg_https_response_t *r)
 {
-    if (want < 0 || (uint64_t)want > max) return fail(c, -TG_ETOOBIG, "the response body is too large");
+    if (want < 0 || (uint64_t)want > max)
+        return fail(c, -TG_ETOOBIG, "the response body is too large");
     while (c->len - start < (size_t)want) {
         int n = read_more(c, start + (size_t)want);
         if (n < 0) return n;
@@ -299,7 +302,8 @@ static int body_length(conn_t *c, size_t start, int64_t want, size_t max, tg_htt
 static int body_eof(conn_t *c, size_t start, size_t max, tg_https_response_t *r)
 {
     int n;
-    while ((n = read_more(c, start + max + 1)) > 0) {}
+    while ((n = read_more(c, start + max + 1)) > 0) {
+    }
     if (n < 0) return n;
     if (c->len - start > max) return fail(c, -TG_ETOOBIG, "the response body is too large");
     r->body_len = c->len - start;
@@ -323,7 +327,8 @@ static int body_chunked(conn_t *c, size_t start, size_t max, tg_https_response_t
             if (tg_http_chunked_feed(&dec, c->buf + fed, c->len - fed, &used, &data) != 0)
                 return fail(c, -TG_EPARSE, "malformed chunked body from the server");
             fed += used;
-            if (r->body_len + data.len > max) return fail(c, -TG_ETOOBIG, "the response body is too large");
+            if (r->body_len + data.len > max)
+                return fail(c, -TG_ETOOBIG, "the response body is too large");
             r->body = tg_realloc(r->body, r->body_len + data.len + 1);
             memcpy(r->body + r->body_len, data.p, data.len);
             r->body_len += data.len;
@@ -403,9 +408,9 @@ static void conn_close(conn_t *c)
 }
 
 int tg_https_request(const char *hostport, const char *method, const char *path,
-                     const char *const *headers, size_t nheaders, const char *body,
-                     size_t body_len, const tg_https_opts_t *opts, tg_https_response_t *resp,
-                     char *err, size_t errlen)
+                     const char *const *headers, size_t nheaders, const char *body, size_t body_len,
+                     const tg_https_opts_t *opts, tg_https_response_t *resp, char *err,
+                     size_t errlen)
 {
     static const tg_https_opts_t none;
     const tg_https_opts_t *o = opts ? opts : &none;
@@ -415,9 +420,11 @@ int tg_https_request(const char *hostport, const char *method, const char *path,
     int port;
     if (tg_https_split_hostport(hostport, host, sizeof(host), &port) != 0)
         return fail(&c, -TG_EINVAL, "'%s' is not HOST:PORT", hostport ? hostport : "");
-    if (!method || !path || *path != '/' || strpbrk(path, " \r\n") || !headers_ok(headers, nheaders))
+    if (!method || !path || *path != '/' || strpbrk(path, " \r\n") ||
+        !headers_ok(headers, nheaders))
         return fail(&c, -TG_EINVAL, "invalid request");
-    int rc = tcp_connect(&c, host, port, o->connect_timeout_ms > 0 ? o->connect_timeout_ms : DEFAULT_CONNECT_MS,
+    int rc = tcp_connect(&c, host, port,
+                         o->connect_timeout_ms > 0 ? o->connect_timeout_ms : DEFAULT_CONNECT_MS,
                          o->io_timeout_ms > 0 ? o->io_timeout_ms : DEFAULT_IO_MS);
     if (!rc) rc = tls_setup(&c, host, o);
     if (!rc) rc = tls_handshake(&c);

@@ -23,20 +23,20 @@
 #define TG_HTTPS_MAX_HEADERS 64
 
 typedef struct tg_https_opts {
-    const char *ca_pem;        /* NULL: the server certificate is not verified at all */
-    const char *verify_name;   /* with ca_pem: DNS name or IP the certificate must match;
-                                  NULL = the host part of the address */
-    int connect_timeout_ms;    /* 0 = 10 s */
-    int io_timeout_ms;         /* per read or write; 0 = 30 s */
-    size_t max_body;           /* 0 = 1 MiB */
+    const char *ca_pem;      /* NULL: the server certificate is not verified at all */
+    const char *verify_name; /* with ca_pem: DNS name or IP the certificate must match;
+                                NULL = the host part of the address */
+    int connect_timeout_ms;  /* 0 = 10 s */
+    int io_timeout_ms;       /* per read or write; 0 = 30 s */
+    size_t max_body;         /* 0 = 1 MiB */
 } tg_https_opts_t;
 
 typedef struct tg_https_response {
     int status;
     tg_http_header_t headers[TG_HTTPS_MAX_HEADERS]; /* point into `head` */
     size_t nheaders;
-    char *head;                /* the raw response head */
-    char *body;                /* NUL-terminated for convenience */
+    char *head; /* the raw response head */
+    char *body; /* NUL-terminated for convenience */
     size_t body_len;
 } tg_https_response_t;
 
@@ -55,9 +55,9 @@ int tg_https_split_hostport(const char *hostport, char *host, size_t hostcap, in
  * -TG_ETOOBIG (body above max_body), with a one-line reason in err[errlen].
  */
 int tg_https_request(const char *hostport, const char *method, const char *path,
-                     const char *const *headers, size_t nheaders, const char *body,
-                     size_t body_len, const tg_https_opts_t *opts, tg_https_response_t *resp,
-                     char *err, size_t errlen);
+                     const char *const *headers, size_t nheaders, const char *body, size_t body_len,
+                     const tg_https_opts_t *opts, tg_https_response_t *resp, char *err,
+                     size_t errlen);
 
 /* The value of the first header named `name` as a fresh string, or NULL; caller frees. */
 char *tg_https_response_header(const tg_https_response_t *resp, const char *name);

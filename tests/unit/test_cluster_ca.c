@@ -53,11 +53,13 @@ static char *csr_for(EVP_PKEY *key)
     X509_REQ *req = X509_REQ_new();
     X509_NAME *name = X509_NAME_new();
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"root", -1, -1, 0);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"attacker", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"attacker", -1, -1,
+                               0);
     X509_REQ_set_subject_name(req, name);
     X509_REQ_set_pubkey(req, key);
     STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
-    sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE"));
+    sk_X509_EXTENSION_push(
+        exts, X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE"));
     X509_REQ_add_extensions(req, exts);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
     assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
@@ -76,7 +78,8 @@ static int verify(const tg_cluster_ca_t *ca, X509 *leaf, int purpose)
     X509_STORE_CTX_init(ctx, store, leaf, NULL);
     X509_STORE_CTX_set_purpose(ctx, purpose);
     int ok = X509_verify_cert(ctx);
-    if (ok != 1) print_error("verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+    if (ok != 1)
+        print_error("verify: %s\n", X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     X509_STORE_CTX_free(ctx);
     X509_STORE_free(store);
     return ok;
@@ -165,7 +168,8 @@ static void test_from_pem_refuses_mismatch(void **state)
     char *key_pem, *csr_pem;
     assert_int_equal(tg_dp_join_new_key_csr("x", &key_pem, &csr_pem), 0);
     /* a CA certificate paired with a key that is not its own is refused */
-    assert_int_equal(tg_cluster_ca_from_pem(tg_cluster_ca_cert_pem(ca), key_pem, &loaded), -TG_ECRYPTO);
+    assert_int_equal(tg_cluster_ca_from_pem(tg_cluster_ca_cert_pem(ca), key_pem, &loaded),
+                     -TG_ECRYPTO);
     assert_null(loaded);
     assert_int_equal(tg_cluster_ca_from_pem("garbage", "garbage", &loaded), -TG_ECRYPTO);
     assert_null(loaded);
@@ -219,7 +223,8 @@ static void test_sign_csr(void **state)
     char *csr = csr_for(key), *cert_pem = NULL, serial[41], err[256] = "";
     int64_t not_after = 0;
     time_t now = time(NULL);
-    int rc = tg_cluster_ca_sign_csr(ca, csr, NODE, CPID, 3600, &cert_pem, serial, &not_after, err, sizeof(err));
+    int rc = tg_cluster_ca_sign_csr(ca, csr, NODE, CPID, 3600, &cert_pem, serial, &not_after, err,
+                                    sizeof(err));
     assert_int_equal(rc, 0);
     X509 *x = pem_cert(cert_pem);
     assert_int_equal(verify(ca, x, X509_PURPOSE_SSL_CLIENT), 1);
@@ -229,7 +234,8 @@ static void test_sign_csr(void **state)
     char buf[64];
     X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, buf, sizeof(buf));
     assert_string_equal(buf, NODE);
-    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_organizationalUnitName, buf, sizeof(buf));
+    X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_organizationalUnitName, buf,
+                              sizeof(buf));
     assert_string_equal(buf, CPID);
     X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_organizationName, buf, sizeof(buf));
     assert_string_equal(buf, "tollgate-dp");
@@ -250,7 +256,9 @@ static void test_sign_csr(void **state)
     assert_string_equal(cp, CPID);
     /* another certificate for the same CSR gets another serial */
     char *cert2 = NULL, serial2[41];
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr, NODE, CPID, 3600, &cert2, serial2, &not_after, err, sizeof(err)), 0);
+    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr, NODE, CPID, 3600, &cert2, serial2, &not_after,
+                                            err, sizeof(err)),
+                     0);
     assert_string_not_equal(serial, serial2);
     free(cert2);
     X509_free(x);
@@ -265,16 +273,20 @@ static void test_sign_csr_from_dp_helper_and_p384_rsa(void **state)
     char *key_pem, *csr_pem, *cert = NULL, serial[41], err[256];
     int64_t na;
     assert_int_equal(tg_dp_join_new_key_csr("dp-host", &key_pem, &csr_pem), 0);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr_pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), 0);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, csr_pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        0);
     free(cert);
     free(key_pem);
     free(csr_pem);
 
     EVP_PKEY *p384 = EVP_EC_gen("P-384"), *rsa = EVP_RSA_gen(2048);
     char *c1 = csr_for(p384), *c2 = csr_for(rsa);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, c1, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), 0);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, c1, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), 0);
     free(cert);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, c2, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), 0);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, c2, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), 0);
     free(cert);
     free(c1);
     free(c2);
@@ -292,8 +304,9 @@ static void test_reject_bad_csr_signature(void **state)
     X509_REQ_sign(req, other, EVP_sha256());
     char *pem = pem_of_req(req), *cert = NULL, serial[41], err[256] = "";
     int64_t na;
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     assert_null(cert);
     assert_non_null(strstr(err, "signature"));
     assert_int_equal(ERR_peek_error(), 0); /* nothing left on the thread's error queue */
@@ -310,8 +323,9 @@ static void test_reject_weak_keys(void **state)
     int64_t na;
     EVP_PKEY *rsa = EVP_RSA_gen(1024);
     char *pem = csr_for(rsa);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     assert_non_null(strstr(err, "2048"));
     assert_null(cert);
     free(pem);
@@ -319,8 +333,9 @@ static void test_reject_weak_keys(void **state)
 
     EVP_PKEY *p224 = EVP_EC_gen("P-224");
     pem = csr_for(p224);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     assert_non_null(strstr(err, "P-256"));
     free(pem);
     EVP_PKEY_free(p224);
@@ -330,8 +345,9 @@ static void test_reject_weak_keys(void **state)
     X509_REQ_set_pubkey(req, ed);
     X509_REQ_sign(req, ed, NULL);
     pem = pem_of_req(req);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, pem, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     free(pem);
     X509_REQ_free(req);
     EVP_PKEY_free(ed);
@@ -342,20 +358,28 @@ static void test_reject_bad_input(void **state)
     tg_cluster_ca_t *ca = *state;
     char *cert = NULL, serial[41], err[256] = "", *key_pem, *csr_pem;
     int64_t na;
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, "not a csr", NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+    assert_int_equal(tg_cluster_ca_sign_csr(ca, "not a csr", NODE, CPID, 600, &cert, serial, &na,
+                                            err, sizeof(err)),
                      -TG_EINVAL);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, "", NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, "", NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     char *huge = calloc(1, 20000);
     memset(huge, 'A', 19999);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, huge, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)), -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, huge, NODE, CPID, 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     free(huge);
     assert_int_equal(tg_dp_join_new_key_csr("h", &key_pem, &csr_pem), 0);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr_pem, "node-1", CPID, 600, &cert, serial, &na, err, sizeof(err)),
+    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr_pem, "node-1", CPID, 600, &cert, serial, &na,
+                                            err, sizeof(err)),
                      -TG_EINVAL);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr_pem, NODE, "x", 600, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
-    assert_int_equal(tg_cluster_ca_sign_csr(ca, csr_pem, NODE, CPID, 10, &cert, serial, &na, err, sizeof(err)),
-                     -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, csr_pem, NODE, "x", 600, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
+    assert_int_equal(
+        tg_cluster_ca_sign_csr(ca, csr_pem, NODE, CPID, 10, &cert, serial, &na, err, sizeof(err)),
+        -TG_EINVAL);
     assert_null(cert);
     free(key_pem);
     free(csr_pem);
@@ -367,12 +391,14 @@ static void test_identity_requires_matching_uri(void **state)
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *x = X509_new();
     X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_ASC, (const unsigned char *)"tollgate-dp", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, "O", MBSTRING_ASC, (const unsigned char *)"tollgate-dp", -1, -1,
+                               0);
     X509_NAME_add_entry_by_txt(n, "OU", MBSTRING_ASC, (const unsigned char *)CPID, -1, -1, 0);
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)NODE, -1, -1, 0);
     X509_set_pubkey(x, key);
-    X509_EXTENSION *ext = X509V3_EXT_conf_nid(
-        NULL, NULL, NID_subject_alt_name, "URI:urn:tollgate:dp:00000000-0000-4000-8000-000000000000");
+    X509_EXTENSION *ext =
+        X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
+                            "URI:urn:tollgate:dp:00000000-0000-4000-8000-000000000000");
     X509_add_ext(x, ext, -1);
     X509_EXTENSION_free(ext);
     X509_sign(x, key, EVP_sha256());

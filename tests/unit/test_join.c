@@ -48,7 +48,8 @@ static int group_setup(void **state)
     tg_log_set_level(TG_LOG_WARN);
     tg_config_set("cluster_advertise", "cp.test:8005");
     char err[512];
-    int rc = tg_pg_embedded_start(prefix, "tollgate", &pg, conninfo, sizeof(conninfo), err, sizeof(err));
+    int rc =
+        tg_pg_embedded_start(prefix, "tollgate", &pg, conninfo, sizeof(conninfo), err, sizeof(err));
     if (rc == -TG_ENOTFOUND) { /* no PostgreSQL installed: the tests that need it skip */
         pg = NULL;
         return 0;
@@ -59,7 +60,8 @@ static int group_setup(void **state)
     }
     size_t n;
     const tg_migration_t *m = tg_migrate_builtin(&n);
-    if (tg_db_open(&db, conninfo, err, sizeof(err)) != 0 || tg_migrate_apply(db.conn, m, n, err, sizeof(err)) < 0) {
+    if (tg_db_open(&db, conninfo, err, sizeof(err)) != 0 ||
+        tg_migrate_apply(db.conn, m, n, err, sizeof(err)) < 0) {
         print_error("database: %s\n", err);
         return -1;
     }
@@ -89,7 +91,8 @@ static void sql(const char *stmt)
     PQclear(r);
 }
 
-/* The first column of the first row as text (caller frees), or NULL when there is no row or it is NULL. */
+/* The first column of the first row as text (caller frees), or NULL when there is no row or it is
+ * NULL. */
 static char *sql_value(const char *fmt, ...)
 {
     char q[1024];
@@ -109,11 +112,16 @@ static void token(int uses, char out[24])
     assert_int_equal(tg_join_token_create(&db, NULL, 0, uses, "unit test", out, NULL), 0);
 }
 
-static tg_join_http_resp_t call(const char *method, const char *path, const char *query, const char *auth,
-                                const char *body)
+static tg_join_http_resp_t call(const char *method, const char *path, const char *query,
+                                const char *auth, const char *body)
 {
-    tg_join_http_req_t req = {.method = method, .path = path, .query = query, .authorization = auth,
-                              .body = body, .body_len = body ? strlen(body) : 0, .peer = "192.0.2.7"};
+    tg_join_http_req_t req = {.method = method,
+                              .path = path,
+                              .query = query,
+                              .authorization = auth,
+                              .body = body,
+                              .body_len = body ? strlen(body) : 0,
+                              .peer = "192.0.2.7"};
     tg_join_http_resp_t resp;
     tg_join_handle(&db, ca, NULL, 0, &req, &resp);
     assert_non_null(resp.body);
@@ -209,8 +217,10 @@ static void test_formats(void **state)
     assert_int_equal(tg_join_parse_ttl("7d", &t), 0);
     assert_int_equal(t, 7 * 86400);
     assert_int_equal(tg_join_parse_ttl("30s", &t), 0);
-    const char *bad[] = {"", "0", "-5", "h", "10x", "10hh", "1.5h", " 10", "366d", "99999999999999999999", NULL};
-    for (int i = 0; bad[i]; i++) assert_int_equal(tg_join_parse_ttl(bad[i], &t), -TG_EINVAL);
+    const char *bad[] = {
+        "", "0", "-5", "h", "10x", "10hh", "1.5h", " 10", "366d", "99999999999999999999", NULL};
+    for (int i = 0; bad[i]; i++)
+        assert_int_equal(tg_join_parse_ttl(bad[i], &t), -TG_EINVAL);
     char adv[300];
     tg_cluster_advertise(adv, sizeof(adv));
     assert_string_equal(adv, "cp.test:8005");
@@ -237,7 +247,8 @@ static void test_token_stored_hashed(void **state)
     char hex[65];
     tg_sha256(t, strlen(t), d);
     tg_hex_encode(d, 32, hex);
-    char *stored = sql_value("SELECT encode(secret_digest, 'hex') FROM join_tokens WHERE id = '%.6s'", t);
+    char *stored =
+        sql_value("SELECT encode(secret_digest, 'hex') FROM join_tokens WHERE id = '%.6s'", t);
     assert_string_equal(stored, hex);
     free(stored);
     /* the secret half appears nowhere in the row */
@@ -260,11 +271,13 @@ static void test_token_create_refuses(void **state)
     if (!pg) skip();
     char t[24];
     assert_int_equal(tg_join_token_create(&db, NULL, -1, 0, NULL, t, NULL), -TG_EINVAL);
-    assert_int_equal(tg_join_token_create(&db, NULL, TG_JOIN_MAX_TTL + 1, 0, NULL, t, NULL), -TG_EINVAL);
+    assert_int_equal(tg_join_token_create(&db, NULL, TG_JOIN_MAX_TTL + 1, 0, NULL, t, NULL),
+                     -TG_EINVAL);
     assert_int_equal(tg_join_token_create(&db, NULL, 0, -1, NULL, t, NULL), -TG_EINVAL);
     assert_int_equal(tg_join_token_create(&db, "no-such-cp", 0, 0, NULL, t, NULL), -TG_ENOTFOUND);
-    assert_int_equal(tg_join_token_create(&db, "00000000-0000-4000-8000-000000000000", 0, 0, NULL, t, NULL),
-                     -TG_ENOTFOUND);
+    assert_int_equal(
+        tg_join_token_create(&db, "00000000-0000-4000-8000-000000000000", 0, 0, NULL, t, NULL),
+        -TG_ENOTFOUND);
 }
 
 static void test_token_list_and_delete(void **state)
@@ -315,9 +328,12 @@ static void test_cluster_info_is_signed(void **state)
     char hash[72];
     tg_cluster_ca_spki_hash(ca, hash);
     assert_string_equal(json_string_value(json_object_get(j, "ca_hash")), hash);
-    assert_string_equal(json_string_value(json_object_get(j, "ca_certificate")), tg_cluster_ca_cert_pem(ca));
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 0)), "cp.test:8005");
-    assert_true(tg_uuid_valid(tg_str_from(json_string_value(json_object_get(j, "control_plane_id")))));
+    assert_string_equal(json_string_value(json_object_get(j, "ca_certificate")),
+                        tg_cluster_ca_cert_pem(ca));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 0)),
+                        "cp.test:8005");
+    assert_true(
+        tg_uuid_valid(tg_str_from(json_string_value(json_object_get(j, "control_plane_id")))));
     json_decref(j);
     free(r.body);
     /* reading cluster-info does not use the token up */
@@ -329,7 +345,8 @@ static void test_cluster_info_is_signed(void **state)
     tg_join_handle(&db, ca, eps, 2, &req, &r);
     j = body_json(&r);
     assert_int_equal(json_array_size(json_object_get(j, "endpoints")), 2);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 1)), "b:2");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 1)),
+                        "b:2");
     json_decref(j);
     free(r.body);
 }
@@ -347,7 +364,8 @@ static void test_cluster_info_refuses_bad_tokens(void **state)
     token(1, expired);
     token(1, used);
     char stmt[160];
-    snprintf(stmt, sizeof(stmt), "UPDATE join_tokens SET expires_at = now() - interval '1 second' WHERE id = '%.6s'",
+    snprintf(stmt, sizeof(stmt),
+             "UPDATE join_tokens SET expires_at = now() - interval '1 second' WHERE id = '%.6s'",
              expired);
     sql(stmt);
     snprintf(stmt, sizeof(stmt), "UPDATE join_tokens SET uses_left = 0 WHERE id = '%.6s'", used);
@@ -365,7 +383,8 @@ static void test_routes(void **state)
     if (!pg) skip();
     expect_message(call("GET", "/v1/join/other", NULL, NULL, NULL), 404, "Not found");
     expect_message(call("GET", "/v1/sync", NULL, NULL, NULL), 404, "Not found");
-    expect_message(call("POST", "/v1/join/cluster-info", NULL, NULL, NULL), 405, "Method not allowed");
+    expect_message(call("POST", "/v1/join/cluster-info", NULL, NULL, NULL), 405,
+                   "Method not allowed");
     expect_message(call("GET", "/v1/join/csr", NULL, NULL, NULL), 405, "Method not allowed");
     expect_message(call("PUT", "/v1/join/csr", NULL, NULL, NULL), 405, "Method not allowed");
 }
@@ -380,7 +399,8 @@ static void test_csr_enrols_once(void **state)
     token(1, t);
     expect_message(call("POST", "/v1/join/csr", NULL, NULL, good), 401, msg);
     expect_message(call("POST", "/v1/join/csr", NULL, "Basic abc", good), 401, msg);
-    expect_message(call("POST", "/v1/join/csr", NULL, "Bearer abcdef.0123456789abcdef", good), 401, msg);
+    expect_message(call("POST", "/v1/join/csr", NULL, "Bearer abcdef.0123456789abcdef", good), 401,
+                   msg);
     /* a wrong secret with the right id */
     char wrong[24];
     snprintf(wrong, sizeof(wrong), "%.7s%s", t, "0000000000000000");
@@ -388,12 +408,15 @@ static void test_csr_enrols_once(void **state)
     assert_int_equal(uses_left(t), 1);
 
     /* bad bodies are refused and cost nothing */
-    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{not json"), 400, "Cannot parse JSON body");
-    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{}"), 400, "csr: required (a PEM certificate request)");
-    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{\"csr\":\"-----BEGIN nonsense\"}"), 400,
-                   "the CSR is not a PEM certificate request");
-    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{\"csr\":\"x\",\"hostname\":5}"), 400,
-                   "hostname: must be a string of at most 253 printable characters");
+    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{not json"), 400,
+                   "Cannot parse JSON body");
+    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{}"), 400,
+                   "csr: required (a PEM certificate request)");
+    expect_message(
+        call("POST", "/v1/join/csr", NULL, bearer(t), "{\"csr\":\"-----BEGIN nonsense\"}"), 400,
+        "the CSR is not a PEM certificate request");
+    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{\"csr\":\"x\",\"hostname\":5}"),
+                   400, "hostname: must be a string of at most 253 printable characters");
     assert_int_equal(uses_left(t), 1);
     assert_null(sql_value("SELECT id FROM data_planes WHERE token_id = '%.6s'", t));
 
@@ -403,13 +426,16 @@ static void test_csr_enrols_once(void **state)
     free(r.body);
     const char *node = json_string_value(json_object_get(j, "node_id"));
     assert_true(tg_uuid_valid(tg_str_from(node)));
-    assert_string_equal(json_string_value(json_object_get(j, "ca_certificate")), tg_cluster_ca_cert_pem(ca));
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 0)), "cp.test:8005");
+    assert_string_equal(json_string_value(json_object_get(j, "ca_certificate")),
+                        tg_cluster_ca_cert_pem(ca));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "endpoints"), 0)),
+                        "cp.test:8005");
     char serial[41];
     serial_of(json_string_value(json_object_get(j, "certificate")), serial);
-    char *row = sql_value("SELECT concat_ws('|', cp_id, hostname, token_id, cert_serial, address,"
-                          " extract(epoch FROM cert_expires_at)::bigint) FROM data_planes WHERE id = '%s'",
-                          node);
+    char *row =
+        sql_value("SELECT concat_ws('|', cp_id, hostname, token_id, cert_serial, address,"
+                  " extract(epoch FROM cert_expires_at)::bigint) FROM data_planes WHERE id = '%s'",
+                  node);
     char expect[512];
     snprintf(expect, sizeof(expect), "%s|edge-1|%.6s|%s|192.0.2.7|%lld",
              json_string_value(json_object_get(j, "control_plane_id")), t, serial,
@@ -417,7 +443,9 @@ static void test_csr_enrols_once(void **state)
     assert_string_equal(row, expect);
     free(row);
     /* 7 days by default */
-    char *life = sql_value("SELECT round(extract(epoch FROM cert_expires_at - now()))::bigint FROM data_planes WHERE id = '%s'", node);
+    char *life = sql_value("SELECT round(extract(epoch FROM cert_expires_at - now()))::bigint FROM "
+                           "data_planes WHERE id = '%s'",
+                           node);
     assert_in_range(strtol(life, NULL, 10), 7 * 86400 - 10, 7 * 86400 + 10);
     free(life);
     assert_int_equal(uses_left(t), 0);
@@ -425,6 +453,28 @@ static void test_csr_enrols_once(void **state)
 
     /* used up */
     expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), good), 401, msg);
+    free(good);
+}
+
+/* Inside a caller's transaction (a group-commit batch) a refused CSR still costs nothing. */
+static void test_enrol_inside_caller_transaction(void **state)
+{
+    if (!pg) skip();
+    char t[24], *good = csr_json("edge-tx");
+    token(1, t);
+    sql("BEGIN");
+    expect_message(call("POST", "/v1/join/csr", NULL, bearer(t), "{\"csr\":\"junk\"}"), 400,
+                   "the CSR is not a PEM certificate request");
+    assert_int_equal(PQtransactionStatus(db.conn), PQTRANS_INTRANS); /* not aborted */
+    assert_int_equal(uses_left(t), 1);
+    tg_join_http_resp_t r = call("POST", "/v1/join/csr", NULL, bearer(t), good);
+    assert_int_equal(r.status, 201);
+    free(r.body);
+    sql("COMMIT");
+    assert_int_equal(uses_left(t), 0);
+    char *n = sql_value("SELECT count(*) FROM data_planes WHERE token_id = '%.6s'", t);
+    assert_string_equal(n, "1");
+    free(n);
     free(good);
 }
 
@@ -460,13 +510,16 @@ static void test_check_renew_revoke(void **state)
     char serial[41], upper[41];
     serial_of(json_string_value(json_object_get(j, "certificate")), serial);
     assert_int_equal(tg_join_check_data_plane(&db, node, cp, serial), 0);
-    for (size_t i = 0; i <= strlen(serial); i++) upper[i] = (char)toupper((unsigned char)serial[i]);
+    for (size_t i = 0; i <= strlen(serial); i++)
+        upper[i] = (char)toupper((unsigned char)serial[i]);
     assert_int_equal(tg_join_check_data_plane(&db, node, cp, upper), 0);
     assert_int_equal(tg_join_check_data_plane(&db, node, cp, "abcd"), -TG_EPERM);
-    assert_int_equal(tg_join_check_data_plane(&db, node, "00000000-0000-4000-8000-000000000000", serial),
-                     -TG_ENOTFOUND);
-    assert_int_equal(tg_join_check_data_plane(&db, "00000000-0000-4000-8000-000000000000", cp, serial),
-                     -TG_ENOTFOUND);
+    assert_int_equal(
+        tg_join_check_data_plane(&db, node, "00000000-0000-4000-8000-000000000000", serial),
+        -TG_ENOTFOUND);
+    assert_int_equal(
+        tg_join_check_data_plane(&db, "00000000-0000-4000-8000-000000000000", cp, serial),
+        -TG_ENOTFOUND);
     assert_int_equal(tg_join_check_data_plane(&db, "garbage", cp, serial), -TG_ENOTFOUND);
 
     /* renewal supersedes the old certificate */
@@ -481,7 +534,8 @@ static void test_check_renew_revoke(void **state)
     free(cert);
     assert_int_equal(tg_join_renew(&db, ca, node, cp, "junk", &cert, err, sizeof(err)), -TG_EINVAL);
     assert_null(cert);
-    assert_int_equal(tg_join_check_data_plane(&db, node, cp, renewed), 0); /* a refused renewal changes nothing */
+    assert_int_equal(tg_join_check_data_plane(&db, node, cp, renewed),
+                     0); /* a refused renewal changes nothing */
     assert_int_equal(PQtransactionStatus(db.conn), PQTRANS_IDLE);
 
     /* revoked: neither the connection nor a renewal is allowed */
@@ -490,7 +544,8 @@ static void test_check_renew_revoke(void **state)
     sql(stmt);
     assert_int_equal(tg_join_check_data_plane(&db, node, cp, renewed), -TG_EPERM);
     assert_int_equal(tg_join_renew(&db, ca, node, cp, csr, &cert, err, sizeof(err)), -TG_EPERM);
-    assert_int_equal(tg_join_renew(&db, ca, "00000000-0000-4000-8000-000000000000", cp, csr, &cert, err, sizeof(err)),
+    assert_int_equal(tg_join_renew(&db, ca, "00000000-0000-4000-8000-000000000000", cp, csr, &cert,
+                                   err, sizeof(err)),
                      -TG_ENOTFOUND);
     free(key);
     free(csr);
@@ -510,7 +565,8 @@ static void test_ca_shared_and_keyring_checked(void **state)
     assert_string_equal(h1, h2);
     tg_cluster_ca_free(again);
     /* the key is stored encrypted: no PEM private key in the table */
-    char *n = sql_value("SELECT count(*) FROM cluster_ca WHERE position('PRIVATE'::bytea in key_enc) > 0");
+    char *n = sql_value(
+        "SELECT count(*) FROM cluster_ca WHERE position('PRIVATE'::bytea in key_enc) > 0");
     assert_string_equal(n, "0");
     free(n);
     uint8_t other[32] = {9};
@@ -521,9 +577,15 @@ static void test_ca_shared_and_keyring_checked(void **state)
 static void test_nodes_and_endpoints(void **state)
 {
     if (!pg) skip();
-    assert_int_equal(tg_cluster_nodes_register(&db, "11111111-1111-4111-8111-111111111111", "cp1.test:8005", "cp1"), 0);
-    assert_int_equal(tg_cluster_nodes_register(&db, "22222222-2222-4222-8222-222222222222", "cp2.test:8005", "cp2"), 0);
-    assert_int_equal(tg_cluster_nodes_register(&db, "33333333-3333-4333-8333-333333333333", "cp.test:8005", "me"), 0);
+    assert_int_equal(tg_cluster_nodes_register(&db, "11111111-1111-4111-8111-111111111111",
+                                               "cp1.test:8005", "cp1"),
+                     0);
+    assert_int_equal(tg_cluster_nodes_register(&db, "22222222-2222-4222-8222-222222222222",
+                                               "cp2.test:8005", "cp2"),
+                     0);
+    assert_int_equal(tg_cluster_nodes_register(&db, "33333333-3333-4333-8333-333333333333",
+                                               "cp.test:8005", "me"),
+                     0);
     assert_int_equal(tg_cluster_nodes_register(&db, "not-a-uuid", "x:1", "x"), -TG_EINVAL);
     sql("UPDATE cluster_nodes SET last_seen = now() - interval '6 minutes'"
         " WHERE node_id = '22222222-2222-4222-8222-222222222222'");
@@ -550,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_cluster_info_refuses_bad_tokens),
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_csr_enrols_once),
+        cmocka_unit_test(test_enrol_inside_caller_transaction),
         cmocka_unit_test(test_unlimited_token_and_lifetime),
         cmocka_unit_test(test_check_renew_revoke),
         cmocka_unit_test(test_ca_shared_and_keyring_checked),
