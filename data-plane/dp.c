@@ -1,17 +1,19 @@
 /*
  * dp.c — the data plane's commands: `dp start` (control thread, workers, status listener,
  * signals) and `dp reload`. The main thread is the control thread: it loads configuration,
- * writes the store, compiles generations and publishes them to the workers (worker.h), and
- * serves status_listen. See dp.h.
+ * writes the store, compiles generations and publishes them to the workers (worker.h), runs
+ * the control plane sync client (sync_client.h) and serves status_listen. See dp.h.
  */
 #include "dp.h"
 #include "alloc.h"
 #include "config.h"
 #include "crypto.h"
+#include "dp_join.h"
 #include "dp_load.h"
 #include "dp_status.h"
 #include "error.h"
 #include "log.h"
+#include "sync_client.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -39,6 +41,8 @@ typedef struct dp {
     SSL_CTX *server_ssl, *upstream_ssl;
     int log_fd;
     const char *decl_path; /* NULL: control-plane mode */
+    bool cluster;          /* enrolled or cluster_control_plane set: sync from a control plane */
+    tg_sync_client_t *sync;
     char *pid_path;
 } dp_t;
 
@@ -69,8 +73,12 @@ static int load_initial(dp_t *dp)
             return rc < 0 ? rc : -TG_ECONFIG;
         }
     } else {
-        TG_LOGN("dp", "no declarative_config: control-plane mode; the sync client is not built "
-                      "yet, serving the configuration the store holds");
+        TG_LOGN("dp", "%s",
+                dp->cluster ? "control-plane mode: serving the stored configuration "
+                              "until the control plane sends a newer one"
+                            : "no declarative_config and not enrolled with a control "
+                              "plane (`tollgate dp join`): serving the stored "
+                              "configuration");
         int rc = tg_dp_load_store(dp->store, &g);
         if (rc == -TG_ENOTFOUND) {
             TG_LOGW("dp", "the store holds no configuration: answering 404 until one arrives");
@@ -85,7 +93,8 @@ static int load_initial(dp_t *dp)
 static void reload(dp_t *dp)
 {
     if (!dp->decl_path) {
-        TG_LOGN("dp", "SIGHUP: nothing to reload without declarative_config (sync not built)");
+        TG_LOGN("dp", "SIGHUP: nothing to reload without declarative_config (%s)",
+                dp->cluster ? "the control plane pushes changes" : "not enrolled either");
         return;
     }
     TG_LOGN("dp", "SIGHUP: reloading %s", dp->decl_path);
@@ -109,6 +118,7 @@ static void reload(dp_t *dp)
 
 static void shutdown_dp(dp_t *dp)
 {
+    tg_sync_client_stop(dp->sync); /* its handles finish closing while the loop drains */
     tg_dp_status_close(&dp->status);
     uv_handle_t *handles[] = {(uv_handle_t *)&dp->sigint, (uv_handle_t *)&dp->sigterm,
                               (uv_handle_t *)&dp->sighup};
@@ -175,6 +185,15 @@ static int read_settings(dp_t *dp)
     const char *decl = tg_config_get(TG_CONF_declarative_config);
     dp->decl_path = *decl ? decl : NULL;
     dp->status.mode = dp->decl_path ? "standalone" : "control_plane";
+    char *enrolment = tg_config_prefix_path(TG_DP_CLUSTER_DIR "/cluster.json");
+    bool enrolled = access(enrolment, F_OK) == 0;
+    dp->cluster = !dp->decl_path && (*tg_config_get(TG_CONF_cluster_control_plane) || enrolled);
+    if (dp->decl_path && enrolled)
+        TG_LOGN("dp",
+                "declarative_config is set: running standalone, not syncing with the "
+                "control plane this prefix is enrolled with (%s)",
+                enrolment);
+    free(enrolment);
     dp->log_fd = tg_access_log_open(tg_config_get(TG_CONF_proxy_access_log));
     return dp->log_fd == -2 ? -TG_ECONFIG : 0;
 }
@@ -250,6 +269,27 @@ static int start_workers(dp_t *dp)
     return 0;
 }
 
+/* A generation the sync client compiled after applying a change: serve it. */
+static void on_sync_publish(void *ud, tg_generation_t *g)
+{
+    publish(ud, g);
+}
+
+static int start_sync(dp_t *dp)
+{
+    if (!dp->cluster) return 0;
+    tg_sync_client_opts_t o = {
+        .loop = &dp->loop,
+        .store = dp->store,
+        .endpoints = tg_config_get(TG_CONF_cluster_control_plane),
+        .publish = on_sync_publish,
+        .publish_ud = dp,
+    };
+    int rc = tg_sync_client_start(&o, &dp->sync);
+    dp->status.sync = dp->sync;
+    return rc;
+}
+
 static void write_pid(dp_t *dp)
 {
     dp->pid_path = tg_config_prefix_path("dp.pid");
@@ -261,6 +301,7 @@ static void write_pid(dp_t *dp)
 
 static void teardown(dp_t *dp)
 {
+    tg_sync_client_free(dp->sync); /* before the store it writes */
     for (int i = 0; i < dp->status.nworkers; i++)
         tg_worker_join(&dp->workers[i]);
     free(dp->workers);
@@ -286,6 +327,7 @@ int tg_dp_cmd_start(int argc, char **argv)
     if (!rc) rc = tls_contexts(&dp);
     if (!rc) rc = start_workers(&dp);
     if (!rc) rc = tg_dp_status_listen(&dp.status, &dp.loop);
+    if (!rc) rc = start_sync(&dp);
     if (!rc) {
         start_signals(&dp);
         write_pid(&dp);

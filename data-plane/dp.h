@@ -11,7 +11,9 @@
 /*
  * `tollgate dp start`: the data plane in the foreground. With `declarative_config` it runs
  * standalone (DB-less): the file is loaded into the store and served, SIGHUP reloads it.
- * Without, it serves whatever the store holds (the CP sync client is not built yet).
+ * Without, it serves whatever the store holds at once and, when enrolled (<prefix>/cluster,
+ * `dp join`) or given `cluster_control_plane`, keeps it in sync with the control plane
+ * (sync_client.h).
  * SIGTERM/SIGINT stop it gracefully (in-flight requests finish, bounded).
  */
 int tg_dp_cmd_start(int argc, char **argv);

@@ -31,24 +31,65 @@ static void reply_json(tg_http_exchange_t *x, int status, json_t *body)
     json_decref(body);
 }
 
-static void status(tg_http_exchange_t *x, tg_dp_status_t *st)
+/* The configuration being served: with a control plane the store's version and digest (a
+ * delta of consumers or credentials changes them without a new generation), else the
+ * generation's. Nothing before the first generation. */
+typedef struct served {
+    bool loaded;
+    int64_t version;
+    const char *hash;
+} served_t;
+
+static served_t served(const tg_dp_status_t *st, const tg_sync_client_status_t *cs)
+{
+    const tg_generation_t *g = st->gen;
+    served_t s = {g != NULL, g ? g->version : 0, g && g->hash[0] ? g->hash : zero_hash};
+    if (g && cs && cs->digest[0]) {
+        s.version = cs->applied_version;
+        s.hash = cs->digest;
+    }
+    return s;
+}
+
+static json_t *server_json(tg_dp_status_t *st)
 {
     tg_metrics_t **ms = metrics_of(st);
     tg_metrics_totals_t t;
     tg_metrics_totals(ms, (size_t)st->nworkers, &t);
     free(ms);
     long waiting = t.conns_active - t.conns_reading - t.conns_writing;
-    const tg_generation_t *g = st->gen;
-    json_t *body = json_pack(
-        "{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:s,s:I,s:b,s:s,s:i,s:{s:b,s:s}}", "server",
-        "total_requests", (json_int_t)t.requests, "connections_active", (json_int_t)t.conns_active,
-        "connections_accepted", (json_int_t)t.conns_accepted, "connections_handled",
-        (json_int_t)t.conns_handled, "connections_reading", (json_int_t)t.conns_reading,
-        "connections_writing", (json_int_t)t.conns_writing, "connections_waiting",
-        (json_int_t)(waiting < 0 ? 0 : waiting), "configuration_hash",
-        g && g->hash[0] ? g->hash : zero_hash, "config_version", (json_int_t)(g ? g->version : 0),
-        "configuration_loaded", g != NULL, "mode", st->mode, "workers", st->nworkers,
-        "control_plane", "connected", 0, "sync", "not built");
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "total_requests", (json_int_t)t.requests,
+                     "connections_active", (json_int_t)t.conns_active, "connections_accepted",
+                     (json_int_t)t.conns_accepted, "connections_handled",
+                     (json_int_t)t.conns_handled, "connections_reading",
+                     (json_int_t)t.conns_reading, "connections_writing",
+                     (json_int_t)t.conns_writing, "connections_waiting",
+                     (json_int_t)(waiting < 0 ? 0 : waiting));
+}
+
+static json_t *cluster_json(const tg_sync_client_status_t *cs)
+{
+    if (!cs) return json_null();
+    return json_pack("{s:b,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "connected", cs->connected,
+                     "endpoint", cs->endpoint, "applied_version", (json_int_t)cs->applied_version,
+                     "last_error", cs->last_error[0] ? cs->last_error : NULL, "deltas_applied",
+                     (json_int_t)cs->deltas_applied, "snapshots_applied",
+                     (json_int_t)cs->snapshots_applied, "nacks_sent", (json_int_t)cs->nacks_sent,
+                     "last_apply_at_ms", (json_int_t)cs->last_apply_unix_ms, "last_apply_us",
+                     (json_int_t)cs->last_apply_us, "certificate_expires_at",
+                     (json_int_t)cs->cert_not_after);
+}
+
+static void status(tg_http_exchange_t *x, tg_dp_status_t *st)
+{
+    tg_sync_client_status_t cs;
+    if (st->sync) tg_sync_client_status(st->sync, &cs);
+    served_t s = served(st, st->sync ? &cs : NULL);
+    json_t *body = json_pack("{s:o,s:s,s:I,s:b,s:s,s:i,s:{s:b},s:o}", "server", server_json(st),
+                             "configuration_hash", s.hash, "config_version", (json_int_t)s.version,
+                             "configuration_loaded", s.loaded, "mode", st->mode, "workers",
+                             st->nworkers, "control_plane", "connected", st->sync && cs.connected,
+                             "cluster", cluster_json(st->sync ? &cs : NULL));
     reply_json(x, 200, body);
 }
 
@@ -60,12 +101,53 @@ static void ready(tg_http_exchange_t *x, tg_dp_status_t *st)
         reply_json(x, 503, json_pack("{s:s}", "message", "no configuration loaded yet"));
 }
 
+/* The control plane connection's series (empty without one). */
+static char *sync_metrics(const tg_sync_client_status_t *cs)
+{
+    if (!cs) return tg_strdup("");
+    return tg_asprintf(
+        "# HELP tollgate_dp_sync_connected 1 while a control plane has welcomed this data plane.\n"
+        "# TYPE tollgate_dp_sync_connected gauge\ntollgate_dp_sync_connected %d\n"
+        "# HELP tollgate_dp_sync_deltas_applied_total Deltas from the control plane applied.\n"
+        "# TYPE tollgate_dp_sync_deltas_applied_total counter\n"
+        "tollgate_dp_sync_deltas_applied_total %lu\n"
+        "# HELP tollgate_dp_sync_snapshots_applied_total Snapshots from the control plane "
+        "applied.\n"
+        "# TYPE tollgate_dp_sync_snapshots_applied_total counter\n"
+        "tollgate_dp_sync_snapshots_applied_total %lu\n"
+        "# HELP tollgate_dp_sync_nacks_total Pushes refused (NACK) by this data plane.\n"
+        "# TYPE tollgate_dp_sync_nacks_total counter\ntollgate_dp_sync_nacks_total %lu\n"
+        "# HELP tollgate_dp_sync_connects_total Connections a control plane welcomed.\n"
+        "# TYPE tollgate_dp_sync_connects_total counter\ntollgate_dp_sync_connects_total %lu\n"
+        "# HELP tollgate_dp_sync_disconnects_total Welcomed connections lost.\n"
+        "# TYPE tollgate_dp_sync_disconnects_total counter\n"
+        "tollgate_dp_sync_disconnects_total %lu\n"
+        "# HELP tollgate_dp_sync_cert_renewals_total Client certificates renewed.\n"
+        "# TYPE tollgate_dp_sync_cert_renewals_total counter\n"
+        "tollgate_dp_sync_cert_renewals_total %lu\n"
+        "# HELP tollgate_dp_sync_last_apply_seconds Time the last applied delta or snapshot "
+        "took.\n"
+        "# TYPE tollgate_dp_sync_last_apply_seconds gauge\n"
+        "tollgate_dp_sync_last_apply_seconds %.6f\n"
+        "# HELP tollgate_dp_sync_cert_expiry_timestamp_seconds When the client certificate "
+        "expires.\n"
+        "# TYPE tollgate_dp_sync_cert_expiry_timestamp_seconds gauge\n"
+        "tollgate_dp_sync_cert_expiry_timestamp_seconds %lld\n",
+        cs->connected, cs->deltas_applied, cs->snapshots_applied, cs->nacks_sent, cs->connects,
+        cs->disconnects, cs->renewals, cs->last_apply_us / 1e6, (long long)cs->cert_not_after);
+}
+
 static void metrics(tg_http_exchange_t *x, tg_dp_status_t *st)
 {
-    const tg_generation_t *g = st->gen;
+    tg_sync_client_status_t cs;
+    if (st->sync) tg_sync_client_status(st->sync, &cs);
+    served_t s = served(st, st->sync ? &cs : NULL);
+    char *sync = sync_metrics(st->sync ? &cs : NULL);
     char *extra = tg_asprintf(
         "# HELP tollgate_config_version Config version the data plane serves (0: none).\n"
         "# TYPE tollgate_config_version gauge\ntollgate_config_version %lld\n"
+        "# HELP tollgate_dp_config_version Config version the data plane serves (0: none).\n"
+        "# TYPE tollgate_dp_config_version gauge\ntollgate_dp_config_version %lld\n"
         "# HELP tollgate_config_loaded 1 once a configuration is being served.\n"
         "# TYPE tollgate_config_loaded gauge\ntollgate_config_loaded %d\n"
         "# HELP tollgate_config_reloads_total Configuration loads after start-up, by result.\n"
@@ -73,9 +155,10 @@ static void metrics(tg_http_exchange_t *x, tg_dp_status_t *st)
         "tollgate_config_reloads_total{result=\"ok\"} %lu\n"
         "tollgate_config_reloads_total{result=\"failed\"} %lu\n"
         "# HELP tollgate_workers Proxy worker threads.\n"
-        "# TYPE tollgate_workers gauge\ntollgate_workers %d\n",
-        (long long)(g ? g->version : 0), g != NULL, st->reloads_ok, st->reloads_failed,
-        st->nworkers);
+        "# TYPE tollgate_workers gauge\ntollgate_workers %d\n%s",
+        (long long)s.version, (long long)s.version, s.loaded, st->reloads_ok, st->reloads_failed,
+        st->nworkers, sync);
+    free(sync);
     tg_metrics_t **ms = metrics_of(st);
     char *text = tg_metrics_render(ms, (size_t)st->nworkers, extra);
     free(ms);

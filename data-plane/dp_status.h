@@ -2,10 +2,11 @@
  * dp_status.h — the data plane's status_listen endpoints (DESIGN §7):
  *   GET /status        requests, connections, config version and configuration_hash (Kong's
  *                      DP shape: "server" counters and "configuration_hash"), plus the mode
- *                      and the control plane connection;
+ *                      and, with a control plane, the `cluster` object (sync_client.h);
  *   GET /status/ready  503 until a configuration is loaded, then 200 (also with no CP);
  *   GET /metrics       Prometheus text: requests by status/route/service/consumer, latency
- *                      histograms, connections, config version and reloads.
+ *                      histograms, connections, config version and reloads, and the
+ *                      tollgate_dp_sync_* counters of the control plane connection.
  *
  * Runs on the control thread's loop (lib/http_server: small requests, buffered). It reads
  * the workers' metrics (metrics.h) and the fields below, which the control thread updates
@@ -16,6 +17,7 @@
 
 #include "generation.h"
 #include "http_server.h"
+#include "sync_client.h"
 #include "worker.h"
 
 #include <stdint.h>
@@ -26,8 +28,9 @@
 typedef struct tg_dp_status {
     tg_worker_t *workers;
     int nworkers;
-    const tg_generation_t *gen; /* the generation being served; NULL before any */
-    const char *mode;           /* "standalone" or "control_plane" */
+    const tg_generation_t *gen;   /* the generation being served; NULL before any */
+    const char *mode;             /* "standalone" or "control_plane" */
+    const tg_sync_client_t *sync; /* the control plane connection; NULL without one */
     unsigned long reloads_ok, reloads_failed;
     tg_http_server_t *servers[TG_DP_STATUS_MAX_LISTENERS];
     int nservers;
