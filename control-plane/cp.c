@@ -6,6 +6,7 @@
 #include "cp.h"
 #include "cluster_ca.h"
 #include "cluster_server.h"
+#include "cp_session.h"
 #include "join.h"
 #include "admin.h"
 #include "alloc.h"
@@ -33,8 +34,7 @@
 
 typedef struct cp_state {
     uv_loop_t loop;
-    tg_pg_embedded_t *pg;
-    char *conninfo;
+    tg_cp_session_t session; /* prefix, database, the main thread's connection */
     tg_admin_t admin;
     tg_http_server_t *servers[MAX_LISTENERS];
     int nservers;
@@ -48,66 +48,6 @@ typedef struct cp_state {
 } cp_state_t;
 
 /* ---------------------------------------------------------------- database bootstrap */
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char *copy = tg_strdup(path);
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(copy, mode) != 0 && errno != EEXIST) { free(copy); return -TG_ESYS; }
-        *p = '/';
-    }
-    int rc = mkdir(copy, mode) != 0 && errno != EEXIST ? -TG_ESYS : 0;
-    free(copy);
-    return rc;
-}
-
-/* Embedded PostgreSQL when pg_host is empty, else the configured server. */
-static int open_database(cp_state_t *cp)
-{
-    char err[1024];
-    if (*tg_config_get(TG_CONF_pg_host)) {
-        cp->conninfo = tg_db_conninfo_from_config();
-        return 0;
-    }
-    char conninfo[1024];
-    if (tg_pg_embedded_start(tg_config_get(TG_CONF_prefix), tg_config_get(TG_CONF_pg_embedded_user), &cp->pg,
-                             conninfo, sizeof(conninfo), err, sizeof(err)) != 0) {
-        TG_LOGE("cp", "embedded PostgreSQL: %s", err);
-        return -TG_EDBDOWN;
-    }
-    cp->conninfo = tg_strdup(conninfo);
-    return 0;
-}
-
-/* Connects, retrying for a while: PostgreSQL may still be starting (compose, systemd). */
-static int connect_retry(tg_db_t *db, const char *conninfo)
-{
-    char err[1024] = "";
-    for (int attempt = 0; attempt < 30; attempt++) {
-        if (tg_db_open(db, conninfo, err, sizeof(err)) == 0) return 0;
-        tg_db_close(db);
-        if (attempt == 0) TG_LOGW("cp", "%s (retrying)", err);
-        sleep(1);
-    }
-    TG_LOGE("cp", "%s", err);
-    return -TG_EDBDOWN;
-}
-
-static int migrate(tg_db_t *db)
-{
-    size_t n;
-    const tg_migration_t *m = tg_migrate_builtin(&n);
-    char err[1024];
-    int applied = tg_migrate_apply(db->conn, m, n, err, sizeof(err));
-    if (applied < 0) {
-        TG_LOGE("cp", "migrations failed: %s", err);
-        return applied;
-    }
-    if (applied > 0) TG_LOGN("cp", "applied %d migration(s)", applied);
-    return 0;
-}
 
 static int default_cp_id(tg_db_t *db, char out[37])
 {
@@ -277,7 +217,7 @@ static int start_cluster(cp_state_t *cp, tg_db_t *db)
     tg_cluster_server_opts_t o = {.loop = &cp->loop,
                                   .workers = cp->admin.workers,
                                   .ca = cp->ca,
-                                  .conninfo = cp->conninfo,
+                                  .conninfo = cp->session.conninfo,
                                   .node_id = cp->admin.node_id,
                                   .listen = tg_config_get(TG_CONF_cluster_listen),
                                   .names = ptrs,
@@ -338,45 +278,10 @@ static void on_signal(uv_signal_t *sig, int signum)
 
 /* ---------------------------------------------------------------- commands */
 
-static int prepare_prefix(void)
-{
-    const char *prefix = tg_config_get(TG_CONF_prefix);
-    if (mkdir_p(prefix, 0755) != 0) {
-        TG_LOGE("cp", "cannot create prefix %s: %s", prefix, strerror(errno));
-        return -TG_ESYS;
-    }
-    return 0;
-}
-
-static int load_keyring(uint8_t key[32])
-{
-    char err[512];
-    char *path = tg_config_prefix_path("keyring.key");
-    int rc = tg_keyring_load(tg_config_get(TG_CONF_keyring_key), path, key, err, sizeof(err));
-    free(path);
-    if (rc != 0) TG_LOGE("cp", "keyring: %s", err);
-    return rc;
-}
-
-/* Everything up to a migrated database; used by start, migrate and admin-token. */
-static int bootstrap(cp_state_t *cp, tg_db_t *db)
-{
-    if (prepare_prefix() || open_database(cp)) return -1;
-    if (connect_retry(db, cp->conninfo) || migrate(db)) return -1;
-    return 0;
-}
-
-static void teardown(cp_state_t *cp, tg_db_t *db)
-{
-    tg_db_close(db);
-    if (cp->pg) tg_pg_embedded_stop(cp->pg);
-    free(cp->conninfo);
-}
-
 int tg_cp_cmd_start(int argc, char **argv)
 {
     static cp_state_t cp;
-    tg_db_t db = {0};
+    tg_db_t *db = &cp.session.db;
     long pool;
     signal(SIGPIPE, SIG_IGN);
     if (tg_config_int(TG_CONF_pg_pool_size, 1, 256, &pool) != 0) {
@@ -384,16 +289,16 @@ int tg_cp_cmd_start(int argc, char **argv)
         return -TG_ECONFIG;
     }
     gethostname(cp.admin.hostname, sizeof(cp.admin.hostname) - 1);
-    int rc = bootstrap(&cp, &db);
-    if (!rc) rc = load_keyring(cp.admin.keyring);
-    if (!rc) rc = default_cp_id(&db, cp.admin.cp_id);
+    int rc = tg_cp_session_open(&cp.session);
+    if (!rc) rc = tg_cp_load_keyring(cp.admin.keyring);
+    if (!rc) rc = default_cp_id(db, cp.admin.cp_id);
     load_node_id(cp.admin.node_id);
     uv_loop_init(&cp.loop);
     if (!rc) {
-        cp.admin.workers = tg_workers_start(&cp.loop, (int)pool, cp.conninfo);
+        cp.admin.workers = tg_workers_start(&cp.loop, (int)pool, cp.session.conninfo);
         rc = start_admin(&cp);
         if (!rc) rc = start_status(&cp);
-        if (!rc) rc = start_cluster(&cp, &db);
+        if (!rc) rc = start_cluster(&cp, db);
         if (rc) shutdown_loop(&cp);
     }
     if (!rc) {
@@ -413,18 +318,17 @@ int tg_cp_cmd_start(int argc, char **argv)
     if (cp.admin_ssl) SSL_CTX_free(cp.admin_ssl);
     tg_cluster_server_free(cp.cluster);
     tg_cluster_ca_free(cp.ca);
-    teardown(&cp, &db);
+    tg_cp_session_close(&cp.session);
     TG_LOGN("cp", "stopped");
     return rc;
 }
 
 int tg_cp_cmd_migrate(int argc, char **argv)
 {
-    cp_state_t cp = {0};
-    tg_db_t db = {0};
-    int rc = bootstrap(&cp, &db);
+    tg_cp_session_t session = {0};
+    int rc = tg_cp_session_open(&session);
     if (!rc) printf("database is up to date\n");
-    teardown(&cp, &db);
+    tg_cp_session_close(&session);
     return rc;
 }
 
@@ -490,12 +394,11 @@ int tg_cp_cmd_admin_token(int argc, char **argv)
         fprintf(stderr, "usage: tollgate cp admin-token create [--name NAME] | list | revoke ID\n");
         return -TG_EINVAL;
     }
-    cp_state_t cp = {0};
-    tg_db_t db = {0};
-    int rc = bootstrap(&cp, &db);
-    if (!rc && strcmp(verb, "create") == 0) rc = token_create(&db, name);
-    else if (!rc && strcmp(verb, "list") == 0) rc = token_list(&db);
-    else if (!rc) rc = token_revoke(&db, argv[1]);
-    teardown(&cp, &db);
+    tg_cp_session_t session = {0};
+    int rc = tg_cp_session_open(&session);
+    if (!rc && strcmp(verb, "create") == 0) rc = token_create(&session.db, name);
+    else if (!rc && strcmp(verb, "list") == 0) rc = token_list(&session.db);
+    else if (!rc) rc = token_revoke(&session.db, argv[1]);
+    tg_cp_session_close(&session);
     return rc;
 }

@@ -1,7 +1,7 @@
 /*
  * cp_token.c — `tollgate cp token create | list | revoke`: join tokens for data planes.
  *
- * Opens the database the way `cp admin-token` does (the configured PostgreSQL, or the embedded
+ * Opens the database as every CP command does (cp_session.h: the configured PostgreSQL, or the embedded
  * one under <prefix>/pg, attaching to it when a running CP owns it), applies pending
  * migrations, and makes sure the cluster CA exists, so the join command printed by `create`
  * carries the CA hash even before the first `cp start`. Runs on the main thread; prints
@@ -11,13 +11,12 @@
 #include "cluster_ca.h"
 #include "config.h"
 #include "cp.h"
+#include "cp_session.h"
 #include "crypto.h"
 #include "db.h"
 #include "error.h"
 #include "join.h"
 #include "log.h"
-#include "migrate.h"
-#include "pg_embedded.h"
 
 #include <openssl/crypto.h>
 
@@ -36,8 +35,7 @@
     "       tollgate cp token revoke ID\n"
 
 typedef struct session {
-    tg_pg_embedded_t *pg;
-    tg_db_t db;
+    tg_cp_session_t cp; /* prefix, database, migrations (as every CP command) */
     uint8_t keyring[32];
     tg_cluster_ca_t *ca;
 } session_t;
@@ -50,69 +48,15 @@ typedef struct create_args {
 
 /* ---------------------------------------------------------------- the database */
 
-static int make_prefix(void)
-{
-    const char *prefix = tg_config_get(TG_CONF_prefix);
-    char *copy = tg_strdup(prefix);
-    int rc = 0;
-    for (char *p = copy + 1; *p && rc == 0; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(copy, 0755) != 0 && errno != EEXIST) rc = -TG_ESYS;
-        *p = '/';
-    }
-    if (rc == 0 && mkdir(copy, 0755) != 0 && errno != EEXIST) rc = -TG_ESYS;
-    if (rc) fprintf(stderr, "tollgate: cannot create prefix %s: %s\n", prefix, strerror(errno));
-    free(copy);
-    return rc;
-}
 
-static int connect_db(session_t *s)
-{
-    char err[1024], conninfo[1024];
-    if (*tg_config_get(TG_CONF_pg_host)) {
-        char *ci = tg_db_conninfo_from_config();
-        snprintf(conninfo, sizeof(conninfo), "%s", ci);
-        free(ci);
-    } else if (tg_pg_embedded_start(tg_config_get(TG_CONF_prefix),
-                                    tg_config_get(TG_CONF_pg_embedded_user), &s->pg, conninfo,
-                                    sizeof(conninfo), err, sizeof(err)) != 0) {
-        fprintf(stderr, "tollgate: embedded PostgreSQL: %s\n", err);
-        return -TG_EDBDOWN;
-    }
-    int rc = tg_db_open(&s->db, conninfo, err, sizeof(err));
-    if (rc) fprintf(stderr, "tollgate: %s\n", err);
-    return rc;
-}
 
-static int migrate(session_t *s)
-{
-    size_t n;
-    const tg_migration_t *m = tg_migrate_builtin(&n);
-    char err[1024];
-    int applied = tg_migrate_apply(s->db.conn, m, n, err, sizeof(err));
-    if (applied < 0) fprintf(stderr, "tollgate: migrations failed: %s\n", err);
-    return applied < 0 ? applied : 0;
-}
 
-static int load_keyring(session_t *s)
-{
-    char err[512];
-    char *path = tg_config_prefix_path("keyring.key");
-    int rc =
-        tg_keyring_load(tg_config_get(TG_CONF_keyring_key), path, s->keyring, err, sizeof(err));
-    free(path);
-    if (rc) fprintf(stderr, "tollgate: keyring: %s\n", err);
-    return rc;
-}
 
 static int open_session(session_t *s)
 {
-    int rc = make_prefix();
-    if (!rc) rc = connect_db(s);
-    if (!rc) rc = migrate(s);
-    if (!rc) rc = load_keyring(s);
-    if (!rc && (rc = tg_cluster_ca_ensure(&s->db, s->keyring, &s->ca)) != 0)
+    int rc = tg_cp_session_open(&s->cp);
+    if (!rc) rc = tg_cp_load_keyring(s->keyring);
+    if (!rc && (rc = tg_cluster_ca_ensure(&s->cp.db, s->keyring, &s->ca)) != 0)
         fprintf(stderr, "tollgate: cannot load the cluster CA (%s)\n", tg_strerror(rc));
     return rc;
 }
@@ -120,8 +64,7 @@ static int open_session(session_t *s)
 static void close_session(session_t *s)
 {
     tg_cluster_ca_free(s->ca);
-    tg_db_close(&s->db);
-    if (s->pg) tg_pg_embedded_stop(s->pg);
+    tg_cp_session_close(&s->cp);
     OPENSSL_cleanse(s->keyring, sizeof(s->keyring));
 }
 
@@ -201,7 +144,7 @@ static int create_token(session_t *s, const create_args_t *a)
 {
     char token[24];
     json_t *info = NULL;
-    int rc = tg_join_token_create(&s->db, a->control_plane, a->ttl, a->uses, a->description, token,
+    int rc = tg_join_token_create(&s->cp.db, a->control_plane, a->ttl, a->uses, a->description, token,
                                   &info);
     if (rc == -TG_ENOTFOUND) {
         fprintf(stderr, "tollgate: no control plane with id or name '%s'\n", a->control_plane);
@@ -229,7 +172,7 @@ static int create_token(session_t *s, const create_args_t *a)
 static int list_tokens(session_t *s)
 {
     json_t *tokens;
-    int rc = tg_join_token_list(&s->db, NULL, &tokens);
+    int rc = tg_join_token_list(&s->cp.db, NULL, &tokens);
     if (rc) {
         fprintf(stderr, "tollgate: cannot list tokens: %s\n", tg_strerror(rc));
         return rc;
@@ -260,7 +203,7 @@ static int list_tokens(session_t *s)
 
 static int revoke_token(session_t *s, const char *id)
 {
-    int rc = tg_join_token_delete(&s->db, id);
+    int rc = tg_join_token_delete(&s->cp.db, id);
     if (rc == -TG_ENOTFOUND)
         fprintf(stderr, "tollgate: no join token with id '%s'\n", id);
     else if (rc)

@@ -153,21 +153,6 @@ static void start_signals(dp_t *dp)
 
 /* ---------------------------------------------------------------- start-up pieces */
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char *copy = tg_strdup(path);
-    int rc = 0;
-    for (char *p = copy + 1; *p && rc == 0; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(copy, mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
-        *p = '/';
-    }
-    if (rc == 0 && mkdir(copy, mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
-    free(copy);
-    return rc;
-}
-
 static int read_settings(dp_t *dp)
 {
     long n;
@@ -201,7 +186,7 @@ static int read_settings(dp_t *dp)
 static int open_store(dp_t *dp)
 {
     const char *prefix = tg_config_get(TG_CONF_prefix);
-    if (mkdir_p(prefix, 0755) != 0) {
+    if (tg_mkdir_p(prefix, 0755) != 0) {
         TG_LOGE("dp", "cannot create prefix %s: %s", prefix, strerror(errno));
         return -TG_ESYS;
     }
@@ -228,7 +213,7 @@ static int tls_contexts(dp_t *dp)
     int rc = 0;
     gethostname(host, sizeof(host) - 1);
     char *certs = tg_config_prefix_path("certs");
-    if (!*cfg_cert && (mkdir_p(certs, 0700) != 0 ||
+    if (!*cfg_cert && (tg_mkdir_p(certs, 0700) != 0 ||
                        tg_selfsigned_cert_ensure(host, cert, key, err, sizeof(err)) != 0)) {
         TG_LOGE("dp", "proxy certificate: %s", err);
         rc = -TG_ECONFIG;

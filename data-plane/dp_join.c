@@ -127,17 +127,7 @@ int tg_dp_join_write_file(const char *path, const char *data, size_t len, mode_t
 
 static int make_dirs(void)
 {
-    const char *prefix = tg_config_get(TG_CONF_prefix);
-    char *copy = tg_strdup(prefix);
-    int rc = 0;
-    for (char *p = copy + 1; *p && rc == 0; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(copy, 0755) != 0 && errno != EEXIST) rc = -TG_ESYS;
-        *p = '/';
-    }
-    if (rc == 0 && mkdir(copy, 0755) != 0 && errno != EEXIST) rc = -TG_ESYS;
-    free(copy);
+    int rc = tg_mkdir_p(tg_config_get(TG_CONF_prefix), 0755);
     char *dir = cluster_path("");
     /* The directory holds a private key: private even if it existed before. */
     if (rc == 0 && ((mkdir(dir, 0700) != 0 && errno != EEXIST) || chmod(dir, 0700) != 0))

@@ -18,20 +18,6 @@ static const char *const types[] = {"services", "routes", "consumers", "plugins"
                                     "keyauth_credentials"};
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
-static int store_info(tg_store_t *store, tg_store_info_t *info)
-{
-    tg_store_reader_t rd;
-    int rc = tg_store_reader_init(store, &rd);
-    if (rc != 0) return rc;
-    rc = tg_store_read_begin(&rd);
-    if (rc == 0) {
-        rc = tg_store_get_info(&rd, info);
-        tg_store_read_end(&rd);
-    }
-    tg_store_reader_free(&rd);
-    return rc;
-}
-
 static void log_errors(const char *path, const json_t *errors)
 {
     size_t i;
@@ -134,7 +120,7 @@ int tg_dp_load_declarative(tg_store_t *store, const char *path, const tg_generat
 {
     *out = NULL;
     tg_store_info_t info;
-    int rc = store_info(store, &info);
+    int rc = tg_store_info(store, &info);
     if (rc != 0) return rc;
     json_t *entities = parse_file(path);
     if (!entities) return -TG_ECONFIG;
@@ -158,7 +144,7 @@ int tg_dp_load_declarative(tg_store_t *store, const char *path, const tg_generat
         tg_generation_unref(g);
         return rc < 0 ? rc : -TG_ECONFIG;
     }
-    if (store_info(store, &info) == 0) { /* the store's own view is authoritative */
+    if (tg_store_info(store, &info) == 0) { /* the store's own view is authoritative */
         g->version = info.version;
         snprintf(g->hash, sizeof(g->hash), "%s", info.digest);
     }

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #define TG_PROXY_MAX_HEAD 65536
 #define TG_PROXY_MAX_HEADERS 128
@@ -148,6 +149,30 @@ static inline bool tg_proxy_caseeq(tg_str_t a, tg_str_t b)
         if (x == y) continue;
         if ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a') return false;
     }
+    return true;
+}
+
+/*
+ * The next comma-separated token of a header value such as Connection's, with optional
+ * whitespace (SP, HTAB) trimmed; false once the value is used up. Start with *rest = the
+ * value; an empty element (",,") comes back as an empty token.
+ */
+static inline bool tg_proxy_next_token(tg_str_t *rest, tg_str_t *tok)
+{
+    if (!rest->p) return false;
+    const char *comma = rest->len ? memchr(rest->p, ',', rest->len) : NULL;
+    size_t n = comma ? (size_t)(comma - rest->p) : rest->len;
+    *tok = (tg_str_t){rest->p, n};
+    if (comma) {
+        rest->p = comma + 1;
+        rest->len -= n + 1;
+    } else {
+        rest->p = NULL;
+    }
+    while (tok->len && (*tok->p == ' ' || *tok->p == '\t'))
+        tok->p++, tok->len--;
+    while (tok->len && (tok->p[tok->len - 1] == ' ' || tok->p[tok->len - 1] == '\t'))
+        tok->len--;
     return true;
 }
 

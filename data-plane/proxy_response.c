@@ -76,19 +76,9 @@ static bool connection_listed(const tg_http_response_head_t *h, tg_str_t name)
 {
     for (size_t i = 0; i < h->nheaders; i++) {
         if (!tg_proxy_caseeq(h->headers[i].name, TG_STR("connection"))) continue;
-        tg_str_t v = h->headers[i].value;
-        for (size_t s = 0; s <= v.len; s++) {
-            size_t e = s;
-            while (e < v.len && v.p[e] != ',')
-                e++;
-            tg_str_t tok = {v.p + s, e - s};
-            while (tok.len && *tok.p == ' ')
-                tok.p++, tok.len--;
-            while (tok.len && tok.p[tok.len - 1] == ' ')
-                tok.len--;
+        tg_str_t rest = h->headers[i].value, tok;
+        while (tg_proxy_next_token(&rest, &tok))
             if (tg_proxy_caseeq(tok, name)) return true;
-            s = e;
-        }
     }
     return false;
 }
@@ -106,22 +96,13 @@ typedef struct conn_tokens {
 /* Adds one Connection value's tokens, split and trimmed as connection_listed() does them. */
 static void add_tokens(conn_tokens_t *t, tg_str_t v)
 {
-    for (size_t s = 0; s <= v.len && !t->overflow; s++) {
-        size_t e = s;
-        while (e < v.len && v.p[e] != ',')
-            e++;
-        tg_str_t tok = {v.p + s, e - s};
-        while (tok.len && *tok.p == ' ')
-            tok.p++, tok.len--;
-        while (tok.len && tok.p[tok.len - 1] == ' ')
-            tok.len--;
-        if (tok.len) { /* an empty one never equals a header name */
-            if (t->n == CONN_TOKENS)
-                t->overflow = true;
-            else
-                t->tok[t->n++] = tok;
-        }
-        s = e;
+    tg_str_t rest = v, tok;
+    while (!t->overflow && tg_proxy_next_token(&rest, &tok)) {
+        if (!tok.len) continue; /* an empty one never equals a header name */
+        if (t->n == CONN_TOKENS)
+            t->overflow = true;
+        else
+            t->tok[t->n++] = tok;
     }
 }
 

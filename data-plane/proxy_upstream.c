@@ -122,20 +122,9 @@ static bool connection_token(const tg_proxy_conn_t *c, tg_str_t name)
 {
     for (size_t i = 0; i < c->head.nheaders; i++) {
         if (!is_name(c->head.headers[i].name, "connection")) continue;
-        tg_str_t v = c->head.headers[i].value;
-        while (v.len) {
-            const char *comma = memchr(v.p, ',', v.len);
-            size_t n = comma ? (size_t)(comma - v.p) : v.len;
-            tg_str_t tok = v;
-            tok.len = n;
-            while (tok.len && (*tok.p == ' ' || *tok.p == '\t'))
-                tok.p++, tok.len--;
-            while (tok.len && (tok.p[tok.len - 1] == ' ' || tok.p[tok.len - 1] == '\t'))
-                tok.len--;
+        tg_str_t rest = c->head.headers[i].value, tok;
+        while (tg_proxy_next_token(&rest, &tok))
             if (tg_proxy_caseeq(tok, name)) return true;
-            v.p += comma ? n + 1 : n;
-            v.len -= comma ? n + 1 : n;
-        }
     }
     return false;
 }

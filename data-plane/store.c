@@ -763,6 +763,20 @@ int tg_store_get_info(tg_store_reader_t *r, tg_store_info_t *info)
     return rc == -TG_ENOTFOUND ? 0 : rc;
 }
 
+int tg_store_info(tg_store_t *s, tg_store_info_t *info)
+{
+    tg_store_reader_t rd;
+    int rc = tg_store_reader_init(s, &rd);
+    if (rc != 0) return rc;
+    rc = tg_store_read_begin(&rd);
+    if (rc == 0) {
+        rc = tg_store_get_info(&rd, info);
+        tg_store_read_end(&rd);
+    }
+    tg_store_reader_free(&rd);
+    return rc;
+}
+
 struct recompute {
     tg_str_t type;
     tg_config_digest_t *sum;

@@ -169,6 +169,8 @@ uint64_t tg_store_last_txn(tg_store_reader_t *r);
 
 /* Inside a read: version, digest, control plane id. */
 int tg_store_get_info(tg_store_reader_t *r, tg_store_info_t *info);
+/* The same outside any read, through a reader of its own (control thread, between writes). */
+int tg_store_info(tg_store_t *s, tg_store_info_t *info);
 
 /*
  * Inside a read: the digest recomputed from every stored entity (O(config)), to check the

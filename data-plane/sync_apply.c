@@ -74,21 +74,6 @@ static uint32_t elapsed_us(uint64_t since_ns)
     return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
-/* The store's version, digest and control plane id (one short read). */
-static int store_info(tg_store_t *store, tg_store_info_t *info)
-{
-    tg_store_reader_t rd;
-    int rc = tg_store_reader_init(store, &rd);
-    if (rc != 0) return rc;
-    rc = tg_store_read_begin(&rd);
-    if (rc == 0) {
-        rc = tg_store_get_info(&rd, info);
-        tg_store_read_end(&rd);
-    }
-    tg_store_reader_free(&rd);
-    return rc;
-}
-
 static bool is_gen_type(const char *type)
 {
     for (size_t i = 0; i < NGEN; i++)
@@ -381,7 +366,7 @@ static void commit_delta(tg_sync_apply_t *a, const Tollgate__Sync__V1__Delta *dl
     tg_store_error_t serr = {.index = SIZE_MAX};
     int rc = tg_store_apply(a->store, dl->from_version, dl->to_version, d->ch, d->n, &serr);
     tg_store_info_t info;
-    if (rc == 0 && store_info(a->store, &info) != 0) /* applied all the same */
+    if (rc == 0 && tg_store_info(a->store, &info) != 0) /* applied all the same */
         info = (tg_store_info_t){.loaded = true, .version = dl->to_version};
     if (rc != 0) {
         tg_generation_unref(g);
@@ -408,7 +393,7 @@ static void on_delta(tg_sync_apply_t *a, const Tollgate__Sync__V1__Delta *dl, tg
 {
     uint64_t t0 = now_ns();
     tg_store_info_t info;
-    int rc = store_info(a->store, &info);
+    int rc = tg_store_info(a->store, &info);
     if (rc != 0) {
         send_nack(a, out, dl->nonce, 0, NACK_STORE, NULL, NULL, "cannot read the store: %s",
                   tg_strerror(rc));
@@ -461,7 +446,7 @@ static void snapshot_refuse(tg_sync_apply_t *a, tg_sync_out_t *out, nack_code_t 
     uint64_t nonce = a->snap.nonce;
     snapshot_close(a);
     tg_store_info_t info = {0};
-    (void)store_info(a->store, &info);
+    (void)tg_store_info(a->store, &info);
     send_nack(a, out, nonce, info.version, code, type, id, "%s", msg);
 }
 
@@ -474,7 +459,7 @@ static void on_snapshot_begin(tg_sync_apply_t *a, const Tollgate__Sync__V1__Snap
     if (rc != 0) {
         a->snap.snap = NULL;
         tg_store_info_t info = {0};
-        (void)store_info(a->store, &info);
+        (void)tg_store_info(a->store, &info);
         send_nack(a, out, b->nonce, info.version, NACK_STORE, NULL, NULL,
                   "cannot start a snapshot: %s", tg_strerror(rc));
         return;
@@ -609,7 +594,7 @@ static void on_snapshot_end(tg_sync_apply_t *a, const Tollgate__Sync__V1__Snapsh
     int rc = tg_store_snapshot_commit(a->snap.snap, version, want, &serr);
     a->snap.snap = NULL; /* commit freed it, whatever the outcome */
     tg_store_info_t info;
-    if (rc == 0 && store_info(a->store, &info) != 0) /* committed all the same */
+    if (rc == 0 && tg_store_info(a->store, &info) != 0) /* committed all the same */
         info = (tg_store_info_t){.loaded = true, .version = version};
     if (rc != 0) {
         tg_generation_unref(g);
@@ -687,7 +672,7 @@ static void on_heartbeat(tg_sync_apply_t *a, const Tollgate__Sync__V1__Heartbeat
                          tg_sync_out_t *out)
 {
     tg_store_info_t info;
-    if (!h->config_digest || !*h->config_digest || store_info(a->store, &info) != 0) return;
+    if (!h->config_digest || !*h->config_digest || tg_store_info(a->store, &info) != 0) return;
     if (!h->has_version || h->version != info.version || a->snap.snap) return;
     if (strcmp(h->config_digest, info.digest) == 0 || a->digest_nacked == info.version) return;
     /* Same version, different content: only a snapshot repairs that. A Nack with
@@ -746,7 +731,7 @@ int tg_sync_apply_handle(tg_sync_apply_t *a, const tg_sync_env_t *in, tg_sync_ou
 int tg_sync_apply_hello(tg_sync_apply_t *a, tg_sync_frame_t *out)
 {
     tg_store_info_t info;
-    int rc = store_info(a->store, &info);
+    int rc = tg_store_info(a->store, &info);
     if (rc != 0) {
         TG_LOGE("sync", "cannot read the store for Hello: %s", tg_strerror(rc));
         return rc;
@@ -777,7 +762,7 @@ int tg_sync_apply_hello(tg_sync_apply_t *a, tg_sync_frame_t *out)
 int tg_sync_apply_heartbeat(tg_sync_apply_t *a, tg_sync_frame_t *out)
 {
     tg_store_info_t info;
-    int rc = store_info(a->store, &info);
+    int rc = tg_store_info(a->store, &info);
     if (rc != 0) return rc;
     Tollgate__Sync__V1__Heartbeat hb = TOLLGATE__SYNC__V1__HEARTBEAT__INIT;
     hb.has_version = 1;
@@ -801,7 +786,7 @@ tg_sync_apply_t *tg_sync_apply_new(const tg_sync_apply_opts_t *opts)
     a->st.heartbeat_ms = TG_SYNC_HEARTBEAT_MS_DEFAULT;
     a->digest_nacked = -1;
     tg_store_info_t info;
-    if (store_info(a->store, &info) == 0 && info.loaded) {
+    if (tg_store_info(a->store, &info) == 0 && info.loaded) {
         a->st.applied_version = info.version;
         snprintf(a->st.digest, sizeof(a->st.digest), "%s", info.digest);
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const key_names[] = {
@@ -215,4 +216,21 @@ int tg_config_listeners(enum tg_config_key key, tg_listen_addr_t *out, int cap)
 char *tg_config_prefix_path(const char *rel)
 {
     return tg_asprintf("%s/%s", tg_config_get(TG_CONF_prefix), rel);
+}
+
+int tg_mkdir_p(const char *path, unsigned mode)
+{
+    char *copy = tg_strdup(path);
+    int rc = 0;
+    for (char *p = copy + 1; *p && rc == 0; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(copy, (mode_t)mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
+        *p = '/';
+    }
+    if (rc == 0 && mkdir(copy, (mode_t)mode) != 0 && errno != EEXIST) rc = -TG_ESYS;
+    int saved = errno;
+    free(copy);
+    errno = saved;
+    return rc;
 }

@@ -52,5 +52,10 @@ int tg_config_size(enum tg_config_key key, uint64_t *out);
 int tg_config_listeners(enum tg_config_key key, tg_listen_addr_t *out, int cap);
 /* Returns "<prefix>/<rel>" in a fresh heap string; caller frees. */
 char *tg_config_prefix_path(const char *rel);
+/*
+ * Creates `path` and any missing parent directories with `mode` (existing ones are left as
+ * they are). 0, or -TG_ESYS with errno set.
+ */
+int tg_mkdir_p(const char *path, unsigned mode);
 
 #endif
