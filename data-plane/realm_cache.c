@@ -17,7 +17,7 @@
 typedef struct entry {
     char realm[TG_REALM_ID_MAX + 1];
     uint8_t digest[32];
-    json_t *consumer; /* NULL: negative entry */
+    json_t *consumer; /* the answer; NULL: negative entry */
     int64_t expires_ms;
     uint32_t bucket_next;
     uint32_t lru_prev, lru_next; /* also the free list's link (lru_next) */
@@ -133,7 +133,7 @@ static void drop(tg_realm_cache_t *c, uint32_t i)
 
 tg_realm_answer_t tg_realm_cache_get(tg_realm_cache_t *c, const char *realm_id,
                                      const uint8_t digest[32], int64_t now_ms, bool allow_stale,
-                                     const json_t **consumer)
+                                     const json_t **answer, int64_t *expires_ms)
 {
     uint32_t i = find(c, realm_id, digest, NULL);
     if (i == NIL) {
@@ -153,17 +153,18 @@ tg_realm_answer_t tg_realm_cache_get(tg_realm_cache_t *c, const char *realm_id,
     }
     lru_unlink(c, i);
     lru_push_front(c, i);
+    if (expires_ms) *expires_ms = e->expires_ms;
     if (!e->consumer) {
         c->stats.negative_hits++;
         return TG_REALM_UNKNOWN;
     }
     c->stats.hits++;
-    if (consumer) *consumer = e->consumer;
+    if (answer) *answer = e->consumer;
     return TG_REALM_HIT;
 }
 
 void tg_realm_cache_put(tg_realm_cache_t *c, const char *realm_id, const uint8_t digest[32],
-                        json_t *consumer, int64_t ttl_ms, int64_t now_ms)
+                        json_t *answer, int64_t expires_ms)
 {
     if (strlen(realm_id) > TG_REALM_ID_MAX) return; /* not a realm id: never cached */
     size_t b;
@@ -181,8 +182,8 @@ void tg_realm_cache_put(tg_realm_cache_t *c, const char *realm_id, const uint8_t
     c->free_head = e->lru_next;
     memcpy(e->realm, realm_id, strlen(realm_id) + 1);
     memcpy(e->digest, digest, 32);
-    e->consumer = consumer ? json_incref(consumer) : NULL;
-    e->expires_ms = now_ms + (ttl_ms > 0 ? ttl_ms : 0);
+    e->consumer = answer ? json_incref(answer) : NULL;
+    e->expires_ms = expires_ms;
     e->used = true;
     e->bucket_next = c->buckets[b];
     c->buckets[b] = i;
@@ -221,7 +222,7 @@ static bool of_consumer(const entry_t *e, const void *arg)
 {
     const consumer_match_t *m = arg;
     if (!e->consumer || strcmp(e->realm, m->realm) != 0) return false;
-    const char *id = json_string_value(json_object_get(e->consumer, "id"));
+    const char *id = json_string_value(json_object_get(json_object_get(e->consumer, "consumer"), "id"));
     return id && strcmp(id, m->consumer_id) == 0;
 }
 

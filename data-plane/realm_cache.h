@@ -18,7 +18,10 @@
  * request path with no lock) and one on the control thread (shared truth for single-flight
  * lookups); invalidations are delivered to each owner on its own loop.
  *
- * Ownership: the cache keeps a reference to each consumer JSON it stores; get hands out a
+ * What is stored for a hit is the realm's answer, `{"consumer": {"id", "username", "custom_id",
+ * "tags", ...}, "credential": {"id"}}`; evict_consumer matches on consumer.id.
+ *
+ * Ownership: the cache keeps a reference to each answer JSON it stores; get hands out a
  * borrowed pointer valid until the next call that changes this cache.
  */
 #ifndef TG_REALM_CACHE_H
@@ -49,18 +52,19 @@ typedef struct tg_realm_cache tg_realm_cache_t;
 tg_realm_cache_t *tg_realm_cache_new(size_t capacity, int64_t max_stale_ms);
 void tg_realm_cache_free(tg_realm_cache_t *c);
 
-/* Looks (realm_id, digest) up at time now_ms. On TG_REALM_HIT *consumer is a borrowed
+/* Looks (realm_id, digest) up at time now_ms. On TG_REALM_HIT *answer is a borrowed
  * reference. With allow_stale an expired entry still within max_stale_ms answers as if fresh
- * (counted in stale_hits). A hit or negative entry becomes the most recently used. */
+ * (counted in stale_hits). A hit or negative entry becomes the most recently used, and
+ * *expires_ms (when not NULL) tells when it expires(d). */
 tg_realm_answer_t tg_realm_cache_get(tg_realm_cache_t *c, const char *realm_id,
                                      const uint8_t digest[32], int64_t now_ms, bool allow_stale,
-                                     const json_t **consumer);
+                                     const json_t **answer, int64_t *expires_ms);
 
-/* Stores an answer: consumer (a new reference is taken) for a hit, NULL for "no such key",
- * valid for ttl_ms from now_ms. Replaces any entry of the same key; evicts the least
+/* Stores an answer: the answer JSON (a new reference is taken) for a hit, NULL for "no such
+ * key", valid until expires_ms (in the past is allowed: such an entry only serves stale). Replaces any entry of the same key; evicts the least
  * recently used entry when full. */
 void tg_realm_cache_put(tg_realm_cache_t *c, const char *realm_id, const uint8_t digest[32],
-                        json_t *consumer, int64_t ttl_ms, int64_t now_ms);
+                        json_t *answer, int64_t expires_ms);
 
 /* Invalidation, as the control plane pushes it. Each returns how many entries it dropped.
  * evict_consumer drops every entry of that realm whose consumer has that id; evict_realm
