@@ -21,6 +21,8 @@ typedef enum tg_flow {
     TG_FLOW_CONTINUE, /* go on with the next plugin / proxy the request */
     TG_FLOW_DONE,     /* the plugin answered (tg_req_exit); stop */
     TG_FLOW_AGAIN,    /* waiting for input (the body); call this phase again later */
+    TG_FLOW_WAIT,     /* parked on an answer from elsewhere (a realm lookup); the proxy runs
+                         this phase again when it comes */
 } tg_flow_t;
 
 typedef struct tg_plugin_handler {

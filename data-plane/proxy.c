@@ -74,6 +74,7 @@ static void exchange_reset(tg_proxy_conn_t *c)
     if (x->active) {
         tg_req_release(&x->req);
         tg_identity_store_end(&x->ids);
+        tg_proxy_realm_end(x);
         tg_generation_unref(x->gen);
     }
     free(x->body);
@@ -305,6 +306,11 @@ static void on_client_timeout(tg_deadline_t *t)
 
 /* ---------------------------------------------------------------- reading */
 
+int tg_proxy_read_again(tg_proxy_conn_t *c)
+{
+    return tg_stream_read_start(&c->s, on_read);
+}
+
 void tg_proxy_client_reading(tg_proxy_conn_t *c, bool on)
 {
     if (on) {
@@ -448,6 +454,7 @@ static void fill_request(tg_proxy_conn_t *c)
         tg_identity_store_init(&x->ids, &c->w->reader);
         x->ids.cache = c->w->idcache;
         r->identity = &x->ids.source;
+        tg_proxy_realm_attach(c);
     }
     if (c->head.chunked)
         x->req_kind = TG_PX_BODY_CHUNKED;
@@ -504,6 +511,9 @@ void tg_proxy_run_access(tg_proxy_conn_t *c)
     switch (tg_proxy_plugins_access(c)) {
     case TG_FLOW_DONE:
         return; /* the plugin's answer is on its way */
+    case TG_FLOW_WAIT:
+        tg_proxy_realm_park(c);
+        return;
     case TG_FLOW_AGAIN:
         if (x->body_finished) { /* it has the body and still waits: a plugin bug */
             TG_LOGE("proxy", "a plugin asked for the body again (request %s)", x->request_id);

@@ -19,6 +19,7 @@
 #include "http_chunked.h"
 #include "identity_store.h"
 #include "proxy.h"
+#include "realm_lookup.h"
 #include "request.h"
 #include "resolver.h"
 #include "router.h"
@@ -46,6 +47,7 @@ enum tg_proxy_state {
     TG_PX_IDLE,      /* keep-alive: waiting for the first byte of a request */
     TG_PX_HEAD,      /* reading a request head */
     TG_PX_BUFFERING, /* reading the whole body for a plugin */
+    TG_PX_WAITING,   /* a plugin is parked on a realm lookup (proxy_realm.c) */
     TG_PX_UPSTREAM,  /* resolving, connecting, sending, waiting for the response */
     TG_PX_RESPONSE,  /* streaming the upstream's response */
     TG_PX_RESPOND,   /* writing a response the gateway generated */
@@ -60,6 +62,14 @@ typedef struct tg_proxy_exchange {
     tg_generation_t *gen;
     tg_req_t req;
     tg_identity_store_t ids;
+    /* a realm lookup this request is (or was) parked on; see proxy_realm.c */
+    tg_realm_waiter_t realm_wait;
+    bool realm_parked;             /* realm_wait holds the answer for realm_key/realm_digest */
+    char realm_id[TG_REALM_ID_MAX + 1];
+    uint8_t realm_digest[32];
+    json_t *realm_answers;         /* answers handed to plugins, released with the exchange */
+    enum tg_proxy_state wait_resume; /* the state to go back to when the answer comes */
+    bool wait_was_reading;           /* ... and whether client reads were on */
     char request_id[33];
     uint64_t t_start, t_upstream, t_head; /* uv_hrtime ns; 0 = not reached */
     int64_t start_unix_ms;
@@ -176,9 +186,19 @@ static inline bool tg_proxy_next_token(tg_str_t *rest, tg_str_t *tok)
     return true;
 }
 
+/* ---- proxy_realm.c ---- */
+/* Gives the request's identity source its realm lookup (when the worker has one). */
+void tg_proxy_realm_attach(tg_proxy_conn_t *c);
+/* Parks the connection until the realm answer comes (TG_FLOW_WAIT from a plugin). */
+void tg_proxy_realm_park(tg_proxy_conn_t *c);
+/* Ends the exchange's realm state: cancels a parked lookup, drops held answers. */
+void tg_proxy_realm_end(tg_proxy_exchange_t *x);
+
 /* ---- proxy.c ---- */
 /* Runs (or resumes) the access phase, then sends the request upstream. */
 void tg_proxy_run_access(tg_proxy_conn_t *c);
+/* Client reads on again as they were before a pause that was not about the client. */
+int tg_proxy_read_again(tg_proxy_conn_t *c);
 /* Ends the exchange after the last byte was written: log, metrics, keep-alive or close. */
 void tg_proxy_finish(tg_proxy_conn_t *c);
 /* Tears the connection down now (client gone, upstream broken mid-response). */

@@ -39,7 +39,7 @@ tg_flow_t tg_proxy_plugins_access(tg_proxy_conn_t *c)
         x->plugin_next = (int)i;
         ran(x, inst, n);
         tg_flow_t flow = inst->handler->access(&x->req, inst->compiled);
-        if (flow == TG_FLOW_AGAIN) return TG_FLOW_AGAIN;
+        if (flow == TG_FLOW_AGAIN || flow == TG_FLOW_WAIT) return flow;
         if (flow == TG_FLOW_DONE || x->req.exit_status) {
             tg_proxy_respond_exit(c);
             return TG_FLOW_DONE;

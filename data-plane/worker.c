@@ -9,6 +9,7 @@
 #include "identity_store.h"
 #include "log.h"
 #include "proxy.h"
+#include "realm_lookup.h"
 
 #include <netdb.h>
 #include <stdio.h>
@@ -142,6 +143,7 @@ static void finish_stop(tg_worker_t *w)
     close_handle((uv_handle_t *)&w->drain_timer);
     tg_upstream_pool_free(w->pool);
     w->pool = NULL;
+    if (w->opts.realms) tg_realm_lookup_detach(w->opts.realms, w->index);
     tg_access_log_flush(w->log);
 }
 
@@ -209,6 +211,7 @@ int tg_worker_init(tg_worker_t *w, int index, const tg_worker_opts_t *opts)
     tg_random_bytes(&w->rng, sizeof(w->rng));
     if (opts->store && tg_store_reader_init(opts->store, &w->reader) == 0) w->has_reader = true;
     w->idcache = tg_identity_cache_new();
+    if (opts->realms && tg_realm_lookup_attach(opts->realms, index, &w->loop) != 0) return -TG_ESYS;
     for (int i = 0; i < opts->nlisten && i < TG_WORKER_MAX_LISTENERS; i++) {
         w->nlisteners++;
         if (bind_listener(w, &w->listeners[i], &opts->listen[i]) != 0) return -TG_EIO;

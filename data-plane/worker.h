@@ -54,6 +54,7 @@ typedef struct tg_worker_opts {
     SSL_CTX *server_ssl;   /* for `ssl` listeners (borrowed, shared by workers) */
     SSL_CTX *upstream_ssl; /* client context for https services (borrowed, shared) */
     tg_store_t *store;     /* identity lookups (borrowed) */
+    struct tg_realm_lookup *realms; /* realm key lookups (borrowed); NULL: no CP to ask */
     int log_fd;            /* access log; -1 = off */
     unsigned drain_ms;     /* graceful stop bound */
 } tg_worker_opts_t;
