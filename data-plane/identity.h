@@ -28,8 +28,8 @@ typedef struct tg_identity_source {
     int (*consumer_by_id)(void *ud, tg_str_t id, json_t **consumer);
     int (*consumer_by_username)(void *ud, tg_str_t name, json_t **consumer);
     void *ud;
-    /* The answer of realm `realm_id` for the key whose digest is d: `{"consumer": {...},
-     * "credential": {"id"}}` (realm_cache.h). 0 with *answer; -TG_ENOTFOUND when the realm has
+    /* The answer of realm `realm_id` for the key whose digest is d: a credential with its
+     * consumer inline as "realm_consumer" (realm_cache.h). 0 with *answer; -TG_ENOTFOUND when the realm has
      * no such key (or does not allow this control plane); -TG_EAGAIN when the request is parked
      * until the answer comes: the plugin returns TG_FLOW_WAIT and is run again, and the same
      * call then answers; -TG_EDBDOWN when nobody can tell now (the CP unreachable and nothing

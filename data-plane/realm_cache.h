@@ -18,8 +18,10 @@
  * request path with no lock) and one on the control thread (shared truth for single-flight
  * lookups); invalidations are delivered to each owner on its own loop.
  *
- * What is stored for a hit is the realm's answer, `{"consumer": {"id", "username", "custom_id",
- * "tags", ...}, "credential": {"id"}}`; evict_consumer matches on consumer.id.
+ * What is stored for a hit is the realm's answer shaped as a key-auth credential:
+ * `{"id": key id, "consumer": {"id"}, "key_digest", "expires_at": null, "realm_consumer":
+ * {"id", "username", "custom_id", "tags", ...}}` (control-plane/sync_realms.h); evict_consumer
+ * matches on consumer.id.
  *
  * Ownership: the cache keeps a reference to each answer JSON it stores; get hands out a
  * borrowed pointer valid until the next call that changes this cache.
