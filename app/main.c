@@ -5,6 +5,7 @@
  * loads the configuration and dispatches. It is the only place that exits.
  */
 #include "config.h"
+#include "config_cmd.h"
 #include "cp.h"
 #include "dp.h"
 #include "log.h"
@@ -32,6 +33,12 @@ static const struct command {
      "make the running data plane re-read its declarative_config"},
     {"dp", "join", tg_dp_cmd_join,
      "HOST:PORT --token T [--ca-hash sha256:H] [--start]: enrol this data plane"},
+    {"config", "validate", tg_config_cmd_validate, "FILE: check a declarative file offline"},
+    {"config", "diff", tg_config_cmd_diff,
+     "FILE [--admin-url URL] [--select-tag T]: show what sync would change"},
+    {"config", "sync", tg_config_cmd_sync,
+     "FILE [--admin-url URL] [--select-tag T]: make the Admin API match the file"},
+    {"config", "dump", tg_config_cmd_dump, "FILE [--admin-url URL]: write the CP's config as YAML"},
 };
 
 static void usage(FILE *out)
