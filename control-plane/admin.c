@@ -8,6 +8,7 @@
 #include "crypto.h"
 #include "form.h"
 #include "log.h"
+#include "realms.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ typedef struct admin_job {
     char *body;
     bool text; /* body is text/plain (metrics) rather than JSON */
     char allow[64];
+    char content_type[48]; /* a JSON body's media type when not application/json */
     uint64_t started_ns;
 } admin_job_t;
 
@@ -42,6 +44,21 @@ void tg_admin_reply(tg_admin_req_t *r, int status, json_t *body)
 void tg_admin_reply_message(tg_admin_req_t *r, int status, const char *message)
 {
     tg_admin_reply(r, status, json_pack("{s:s}", "message", message));
+}
+
+void tg_admin_reply_problem(tg_admin_req_t *r, int status, const char *detail, json_t *invalid_parameters)
+{
+    /* Konnect's `instance` is a correlation id "kong:trace:<decimal>"; ours is random per error. */
+    uint64_t trace;
+    tg_random_bytes(&trace, sizeof(trace));
+    const char *title = tg_http_status_reason(status);
+    json_t *body = json_pack("{s:i,s:s,s:o,s:o,s:s}", "status", status, "title", title,
+                             "type", json_sprintf("https://httpstatuses.com/%d", status),
+                             "instance", json_sprintf("kong:trace:%llu", (unsigned long long)(trace >> 1)),
+                             "detail", detail ? detail : title);
+    if (invalid_parameters) json_object_set_new(body, "invalid_parameters", invalid_parameters);
+    tg_admin_reply(r, status, body);
+    r->content_type = "application/problem+json";
 }
 
 void tg_admin_reply_dao_error(tg_admin_req_t *r)
@@ -171,6 +188,48 @@ static bool token_ok(tg_admin_req_t *r)
 
 /* ---------------------------------------------------------------- dispatch */
 
+static bool sub_is(const tg_admin_req_t *r, int i, const char *s)
+{
+    return r->nsegs > i && strcmp(r->segs[i], s) == 0;
+}
+
+int tg_admin_route_scoped(tg_admin_req_t *r, int first, const char *cp_id)
+{
+    /*
+     * A sub-request that borrows r's decoded path, query and segments and owns a DAO bound to
+     * cp_id: every handler reads the control plane from r->dao, so the same code serves the
+     * root paths (default control plane) and /v2/control-planes/{id}/core-entities/...
+     */
+    tg_admin_req_t sub = *r;
+    sub.nsegs = r->nsegs - first;
+    for (int i = 0; i < sub.nsegs; i++) sub.segs[i] = r->segs[first + i];
+    sub.body = NULL;
+    sub.text = NULL;
+    tg_dao_init(&sub.dao, r->db, cp_id, r->admin->keyring);
+    /* Node-wide informational paths (/, /status, /endpoints) have no per-control-plane meaning. */
+    bool info = sub_is(&sub, 0, "tags") || sub_is(&sub, 0, "schemas") ||
+                (sub.nsegs == 2 && sub_is(&sub, 0, "plugins") && sub_is(&sub, 1, "enabled"));
+    int routed = sub.nsegs > 0 && (info ? tg_admin_route_info(&sub) : tg_admin_route_entities(&sub));
+    tg_dao_reset(&sub.dao);
+    if (!routed) {
+        json_decref(sub.body);
+        free(sub.text);
+        return 0;
+    }
+    tg_admin_reply(r, sub.status, sub.body);
+    r->text = sub.text;
+    r->text_is_json = sub.text_is_json;
+    r->allow = sub.allow;
+    r->content_type = sub.content_type;
+    return 1;
+}
+
+/* /v2/control-planes and /v1/realms are Konnect-shaped: their errors are problems, not Kong's {"message"}. */
+static bool konnect_api(const tg_admin_req_t *r)
+{
+    return (sub_is(r, 0, "v2") && sub_is(r, 1, "control-planes")) || (sub_is(r, 0, "v1") && sub_is(r, 1, "realms"));
+}
+
 static void handle(tg_admin_req_t *r, enum listener listener)
 {
     int split = split_path(r);
@@ -180,7 +239,12 @@ static void handle(tg_admin_req_t *r, enum listener listener)
     }
     size_t qn = r->http->query.len;
     if (tg_form_parse_urlencoded(r->http->query.p ? r->http->query.p : "", qn, &r->query) != 0) {
-        tg_admin_reply_message(r, 400, "Cannot parse query string");
+        if (split == 0 && konnect_api(r) && !sub_is(r, 3, "core-entities"))
+            tg_admin_reply_problem(r, 400, "Cannot parse query string",
+                                   json_pack("[{s:s,s:s,s:s,s:s}]", "field", "query", "rule", "invalid",
+                                             "reason", "is not a valid query string", "source", "query"));
+        else
+            tg_admin_reply_message(r, 400, "Cannot parse query string");
         return;
     }
     if (strcmp(r->method, "OPTIONS") == 0) {
@@ -190,13 +254,16 @@ static void handle(tg_admin_req_t *r, enum listener listener)
         return;
     }
     if (listener == LISTEN_ADMIN_TLS && !token_ok(r)) {
-        tg_admin_reply_message(r, 401, "Unauthorized");
+        if (split == 0 && konnect_api(r) && !sub_is(r, 3, "core-entities"))
+            tg_admin_reply_problem(r, 401, "Unauthorized", NULL);
+        else
+            tg_admin_reply_message(r, 401, "Unauthorized");
         return;
     }
     if (listener == LISTEN_STATUS) {
         if (split == 0 && tg_admin_route_status(r)) return;
-    } else if (split == 0 &&
-               (tg_admin_route_info(r) || tg_admin_route_cluster(r) || tg_admin_route_entities(r))) {
+    } else if (split == 0 && (tg_realms_route(r) || tg_admin_route_control_planes(r) || tg_admin_route_info(r) ||
+                              tg_admin_route_cluster(r) || tg_admin_route_entities(r))) {
         return;
     }
     tg_admin_reply_message(r, 404, "Not found");
@@ -215,6 +282,7 @@ static void job_run(tg_job_t *job, tg_db_t *db)
     j->body = NULL;
     j->text = false;
     j->allow[0] = '\0';
+    j->content_type[0] = '\0';
     snprintf(r.method, sizeof(r.method), "%.*s", (int)j->req->method.len, j->req->method.p);
     if (strcmp(r.method, "HEAD") == 0) strcpy(r.method, "GET"); /* the server drops the body */
     tg_dao_init(&r.dao, db, j->admin->cp_id, j->admin->keyring);
@@ -226,6 +294,7 @@ static void job_run(tg_job_t *job, tg_db_t *db)
         j->text = !r.text_is_json;
     }
     if (r.allow) snprintf(j->allow, sizeof(j->allow), "%s", r.allow);
+    if (r.content_type) snprintf(j->content_type, sizeof(j->content_type), "%s", r.content_type);
     json_decref(r.body);
     json_decref(r.query);
     tg_dao_reset(&r.dao);
@@ -242,9 +311,12 @@ static void job_done(tg_job_t *job)
     size_t nh = 0;
     hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Origin"), TG_STR("*")};
     hdrs[nh++] = (tg_http_header_t){TG_STR("X-Tollgate-Admin-Latency"), tg_str_from(latency)};
-    if (j->body)
-        hdrs[nh++] = j->text ? (tg_http_header_t){TG_STR("Content-Type"), TG_STR("text/plain; version=0.0.4")}
-                             : (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
+    if (j->body && j->text)
+        hdrs[nh++] = (tg_http_header_t){TG_STR("Content-Type"), TG_STR("text/plain; version=0.0.4")};
+    else if (j->body && j->content_type[0])
+        hdrs[nh++] = (tg_http_header_t){TG_STR("Content-Type"), tg_str_from(j->content_type)};
+    else if (j->body)
+        hdrs[nh++] = (tg_http_header_t){TG_STR("Content-Type"), TG_STR("application/json; charset=utf-8")};
     if (j->allow[0]) hdrs[nh++] = (tg_http_header_t){TG_STR("Allow"), tg_str_from(j->allow)};
     if (j->status == 204 && j->allow[0]) { /* preflight */
         hdrs[nh++] = (tg_http_header_t){TG_STR("Access-Control-Allow-Methods"), tg_str_from(j->allow)};

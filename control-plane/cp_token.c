@@ -31,7 +31,7 @@
 #define USAGE                                                                                      \
     "usage: tollgate cp token create [--control-plane ID|NAME] [--ttl 24h|90m|3600] [--uses N]\n"  \
     "                                [--description TEXT]\n"                                       \
-    "       tollgate cp token list\n"                                                              \
+    "       tollgate cp token list [--control-plane ID|NAME]\n"                                    \
     "       tollgate cp token revoke ID\n"
 
 typedef struct session {
@@ -169,10 +169,17 @@ static int create_token(session_t *s, const create_args_t *a)
     return 0;
 }
 
-static int list_tokens(session_t *s)
+/* Every token, or those of one control plane (named by id or name). */
+static int list_tokens(session_t *s, const char *control_plane)
 {
     json_t *tokens;
-    int rc = tg_join_token_list(&s->cp.db, NULL, &tokens);
+    char cp_id[37];
+    int rc = control_plane ? tg_join_resolve_cp(&s->cp.db, control_plane, cp_id) : 0;
+    if (rc == -TG_ENOTFOUND) {
+        fprintf(stderr, "tollgate: no control plane with id or name '%s'\n", control_plane);
+        return rc;
+    }
+    if (!rc) rc = tg_join_token_list(&s->cp.db, control_plane ? cp_id : NULL, &tokens);
     if (rc) {
         fprintf(stderr, "tollgate: cannot list tokens: %s\n", tg_strerror(rc));
         return rc;
@@ -217,7 +224,13 @@ int tg_cp_cmd_token(int argc, char **argv)
 {
     const char *verb = argc > 0 ? argv[0] : "";
     create_args_t a = {0};
-    bool ok = (strcmp(verb, "create") == 0) || (strcmp(verb, "list") == 0 && argc == 1) ||
+    const char *list_cp = NULL;
+    bool missing = false;
+    int at = 1;
+    if (strcmp(verb, "list") == 0 && argc == 3) list_cp = option(argc, argv, &at, "--control-plane", &missing);
+    else if (strcmp(verb, "list") == 0 && argc == 2 && strncmp(argv[1], "--control-plane=", 16) == 0)
+        list_cp = argv[1] + 16;
+    bool ok = (strcmp(verb, "create") == 0) || (strcmp(verb, "list") == 0 && (argc == 1 || list_cp)) ||
               (strcmp(verb, "revoke") == 0 && argc == 2);
     if (!ok) {
         fprintf(stderr, "%s", USAGE);
@@ -233,7 +246,7 @@ int tg_cp_cmd_token(int argc, char **argv)
     if (!rc && strcmp(verb, "create") == 0)
         rc = create_token(&s, &a);
     else if (!rc && strcmp(verb, "list") == 0)
-        rc = list_tokens(&s);
+        rc = list_tokens(&s, list_cp);
     else if (!rc)
         rc = revoke_token(&s, argv[1]);
     close_session(&s);

@@ -138,6 +138,9 @@ static int map_unique(tg_dao_t *dao, const tg_schema_t *s, const tg_db_err_t *er
 static int map_foreign(tg_dao_t *dao, const tg_schema_t *s, const tg_db_err_t *err, const json_t *e,
                        bool deleting)
 {
+    /* Every entity row references its control plane: that one was deleted during the write. */
+    size_t cl = strlen(err->constraint);
+    if (cl > 11 && strcmp(err->constraint + cl - 11, "_cp_id_fkey") == 0) return fail_not_found(dao);
     const tg_schema_t *child = schema_for_table_prefix(err->constraint);
     if (deleting && child) {
         char *msg = tg_asprintf("an existing '%s' entity references this '%s' entity", child->name,
@@ -941,6 +944,28 @@ int tg_dao_purge_expired(tg_dao_t *dao)
     for (int i = 0; i < total; i++) record_change(dao, s->name, PQgetvalue(res, i, 0), "delete");
     PQclear(res);
     return commit(dao, s) ? -1 : total;
+}
+
+int tg_dao_purge_expired_all(tg_db_t *db, const uint8_t *keyring)
+{
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(db, &err, "SELECT DISTINCT cp_id::text FROM keyauth_credentials"
+                               " WHERE expires_at <= extract(epoch from now())::bigint", 0, NULL);
+    if (!res) return -1;
+    int total = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        tg_dao_t dao;
+        tg_dao_init(&dao, db, PQgetvalue(res, i, 0), keyring);
+        int n = tg_dao_purge_expired(&dao);
+        tg_dao_reset(&dao);
+        if (n < 0) {
+            total = -1;
+            break;
+        }
+        total += n;
+    }
+    PQclear(res);
+    return total;
 }
 
 long long tg_dao_config_version(tg_dao_t *dao)

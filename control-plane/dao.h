@@ -67,6 +67,11 @@ int tg_dao_delete(tg_dao_t *dao, const tg_schema_t *s, const char *id_or_key);
 int tg_dao_list_tags(tg_dao_t *dao, const char *tag, const tg_dao_query_t *q, tg_dao_page_t *page);
 /* Deletes expired credentials (with change-log rows); returns how many or -1. */
 int tg_dao_purge_expired(tg_dao_t *dao);
+/*
+ * The same for every control plane that has expired credentials (each purge is its own
+ * transaction and version of that control plane); returns the total or -1.
+ */
+int tg_dao_purge_expired_all(tg_db_t *db, const uint8_t *keyring);
 /* The control plane's current config version, or -1. */
 long long tg_dao_config_version(tg_dao_t *dao);
 
