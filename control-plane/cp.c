@@ -233,11 +233,9 @@ static int start_cluster(cp_state_t *cp, tg_db_t *db)
 static void purge_run(tg_job_t *job, tg_db_t *db)
 {
     cp_state_t *cp = (cp_state_t *)((char *)job - offsetof(cp_state_t, purge_job));
-    tg_dao_t dao;
-    tg_dao_init(&dao, db, cp->admin.cp_id, cp->admin.keyring);
-    int n = tg_dao_purge_expired(&dao);
+    /* every control plane's, not only the default one's */
+    int n = tg_dao_purge_expired_all(db, cp->admin.keyring);
     if (n > 0) TG_LOGI("cp", "purged %d expired credential(s)", n);
-    tg_dao_reset(&dao);
 }
 
 static void purge_done(tg_job_t *job)
