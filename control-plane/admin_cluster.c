@@ -5,6 +5,10 @@
  *   /clustering/data-planes        GET list, Kong's shape {"data": [...], "next": null}
  *   /clustering/data-planes/{id}   GET, DELETE (revokes: the row stays, marked, and every CP
  *                                  node is told at once with NOTIFY tollgate_cluster)
+ *   /clustering/status             GET: this CP node's view of the sync (sync-protocol rule 9):
+ *                                  every control plane's version and oldest retained version
+ *                                  (from PostgreSQL), the data planes connected to this node with
+ *                                  their lag, and this node's push counters (sync_hub.h)
  *
  * Tokens and data planes belong to the cluster's trust rather than to one configuration, so
  * these lists span every control plane; each record names its control_plane_id. A data plane
@@ -17,6 +21,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "join.h"
+#include "sync_hub.h"
 
 #include <openssl/crypto.h>
 
@@ -362,10 +367,88 @@ static void data_planes(tg_admin_req_t *r)
     }
 }
 
+/* ---------------------------------------------------------------- this node's sync status */
+
+static json_t *pushes_json(tg_sync_hub_stats_t *st)
+{
+    json_t *o = json_object();
+#define N(f) json_object_set_new(o, #f, json_integer((json_int_t)st->f))
+    N(deltas_sent), N(snapshots_sent), N(snapshots_built), N(acks), N(nacks), N(bytes_sent);
+    N(delta_bytes), N(snapshot_bytes), N(resyncs), N(store_retries), N(ack_timeouts);
+    N(floods), N(sessions), N(purges), N(purged_versions), N(last_purge_unix);
+#undef N
+    json_object_set_new(o, "ack_latency_count", json_integer((json_int_t)st->ack_latency_count));
+    json_object_set_new(o, "ack_latency_sum_seconds", json_real(st->ack_latency_sum_s));
+    return o;
+}
+
+/* Each control plane's versions from PostgreSQL, with what this node has heard of. */
+static json_t *control_planes_json(tg_admin_req_t *r, const json_t *seen, int *rc)
+{
+    tg_db_err_t err;
+    PGresult *res = tg_db_exec(r->db, &err,
+                               "SELECT cp.id::text, cp.name, cp.config_version, (SELECT"
+                               " min(version) FROM config_versions v WHERE v.cp_id = cp.id)"
+                               " FROM control_planes cp ORDER BY cp.created_at, cp.id",
+                               0, NULL);
+    if (!res) {
+        *rc = err.code;
+        return NULL;
+    }
+    json_t *out = json_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        long long latest = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        json_t *o = json_pack(
+            "{s:s,s:s,s:I,s:I}", "id", PQgetvalue(res, i, 0), "name", PQgetvalue(res, i, 1),
+            "config_version", (json_int_t)latest, "oldest_version",
+            (json_int_t)(PQgetisnull(res, i, 3) ? latest + 1
+                                                : strtoll(PQgetvalue(res, i, 3), NULL, 10)));
+        size_t k;
+        json_t *c;
+        json_object_set_new(o, "latest_seen_here", json_null());
+        json_array_foreach(seen, k, c)
+        {
+            if (strcmp(json_string_value(json_object_get(c, "id")), PQgetvalue(res, i, 0)) == 0)
+                json_object_set(o, "latest_seen_here", json_object_get(c, "latest_version"));
+        }
+        json_array_append_new(out, o);
+    }
+    PQclear(res);
+    return out;
+}
+
+static void cluster_status(tg_admin_req_t *r)
+{
+    if (!is(r, "GET")) {
+        method_not_allowed(r, "GET, HEAD, OPTIONS");
+        return;
+    }
+    json_t *view = tg_sync_hub_view();
+    if (!view) { /* no cluster listener in this process */
+        tg_admin_reply_message(r, 503, "the cluster listener is not running on this node");
+        return;
+    }
+    int rc = 0;
+    json_t *cps = control_planes_json(r, json_object_get(view, "control_planes"), &rc);
+    if (!cps) {
+        json_decref(view);
+        reply_error(r, rc);
+        return;
+    }
+    tg_sync_hub_stats_t st = {0};
+    tg_sync_hub_current_stats(&st);
+    json_object_set_new(view, "control_planes", cps);
+    json_object_set_new(view, "pushes", pushes_json(&st));
+    json_object_set_new(view, "connected_data_planes", json_integer((json_int_t)st.connected));
+    tg_admin_reply(r, 200, view);
+}
+
 int tg_admin_route_cluster(tg_admin_req_t *r)
 {
     if (r->nsegs < 2 || r->nsegs > 3 || strcmp(r->segs[0], "clustering") != 0) return 0;
-    if (strcmp(r->segs[1], "join-tokens") == 0)
+    if (strcmp(r->segs[1], "status") == 0 && r->nsegs == 2)
+        cluster_status(r);
+    else if (strcmp(r->segs[1], "join-tokens") == 0)
         tokens(r);
     else if (strcmp(r->segs[1], "data-planes") == 0)
         data_planes(r);

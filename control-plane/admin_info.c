@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "config.h"
 #include "plugins.h"
+#include "sync_hub.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,7 @@ static void ready(tg_admin_req_t *r)
 static void metrics(tg_admin_req_t *r)
 {
     long long version = tg_dao_config_version(&r->dao);
+    char *sync = tg_sync_hub_metrics(); /* the cluster sync's series (sync_hub.c) */
     r->text = tg_asprintf(
         "# HELP tollgate_admin_requests_total Admin API requests received.\n"
         "# TYPE tollgate_admin_requests_total counter\n"
@@ -115,9 +117,10 @@ static void metrics(tg_admin_req_t *r)
         "tollgate_database_reachable %d\n"
         "# HELP tollgate_config_version Latest config version of the control plane.\n"
         "# TYPE tollgate_config_version gauge\n"
-        "tollgate_config_version{control_plane=\"%s\"} %lld\n",
+        "tollgate_config_version{control_plane=\"%s\"} %lld\n%s",
         (unsigned long long)atomic_load(&r->admin->total_requests), atomic_load(&r->admin->active_requests),
-        version >= 0, r->admin->cp_id, version);
+        version >= 0, r->admin->cp_id, version, sync);
+    free(sync);
     r->status = 200;
 }
 

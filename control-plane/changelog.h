@@ -34,4 +34,16 @@ void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes);
  */
 int tg_changelog_write(tg_changelog_t *cl, tg_db_t *db, tg_db_err_t *err, long long *last_version);
 
+/*
+ * Retention (sync-protocol rule 8): deletes the oldest config versions (their change rows
+ * cascade) of every control plane, keeping at least its last `keep_versions` versions and
+ * every version younger than `keep_seconds`. Runs in batches of `batch` rows, each its own
+ * transaction under a tried transaction-level advisory lock, so at most one CP node purges at
+ * a time and writers are never blocked for long; stops after `max_batches`. Opens and closes
+ * its own transactions (call it outside one). 0 (also when another node holds the lock) or
+ * the db error code; *purged counts the versions deleted.
+ */
+int tg_changelog_purge(tg_db_t *db, long long keep_versions, double keep_seconds, int batch,
+                       int max_batches, long long *purged, tg_db_err_t *err);
+
 #endif

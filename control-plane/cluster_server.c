@@ -100,10 +100,12 @@ static void submit_join(tg_cluster_server_t *cs, struct lws *wsi, http_pss_t *ps
     pss->body = NULL;
     size_t n = cs->endpoints ? json_array_size(cs->endpoints) : 0;
     j->endpoints = tg_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++) j->endpoints[i] = json_string_value(json_array_get(cs->endpoints, i));
+    for (size_t i = 0; i < n; i++)
+        j->endpoints[i] = json_string_value(json_array_get(cs->endpoints, i));
     j->nendpoints = n;
-    j->req = (tg_join_http_req_t){j->method, j->path, j->query[0] ? j->query : NULL,
-                                  j->auth[0] ? j->auth : NULL, j->body, pss->body_len, j->peer};
+    j->req = (tg_join_http_req_t){
+        j->method,     j->path, j->query[0] ? j->query : NULL, j->auth[0] ? j->auth : NULL, j->body,
+        pss->body_len, j->peer};
     j->job.run = join_run;
     j->job.done = join_done;
     pss->job = j;
@@ -116,8 +118,10 @@ static int write_join_response(struct lws *wsi, http_pss_t *pss)
     if (!j || !j->done) return 0;
     const char *body = j->resp.body ? j->resp.body : "{}";
     size_t len = strlen(body);
-    uint8_t head[LWS_PRE + 1024], *start = head + LWS_PRE, *p = start, *end = head + sizeof(head) - 1;
-    if (lws_add_http_common_headers(wsi, (unsigned)j->resp.status, "application/json", len, &p, end))
+    uint8_t head[LWS_PRE + 1024], *start = head + LWS_PRE, *p = start,
+                                  *end = head + sizeof(head) - 1;
+    if (lws_add_http_common_headers(wsi, (unsigned)j->resp.status, "application/json", len, &p,
+                                    end))
         return -1;
     if (j->resp.signature[0] &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"x-tollgate-signature:",
@@ -229,7 +233,7 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 typedef struct ws_pss {
     tg_sync_session_t *s;
     uint8_t *rx;
-    size_t rx_len;
+    size_t rx_len, rx_cap;
     bool closing;
 } ws_pss_t;
 
@@ -294,18 +298,34 @@ static int ws_receive(struct lws *wsi, ws_pss_t *pss, const void *in, size_t len
 {
     if (!pss->s) return -1;
     if (pss->rx_len + len > TG_SYNC_FRAME_MAX) {
-        TG_LOGW(MOD, "sync frame above %zu bytes: closing", TG_SYNC_FRAME_MAX);
+        /* refused before it is buffered whole; the close frame says why (1009) */
+        static const char why[] = "message above the 16 MiB frame limit";
+        TG_LOGW(MOD, "data plane sent a sync message above %zu bytes: closing", TG_SYNC_FRAME_MAX);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why,
+                         sizeof(why) - 1);
         return -1;
     }
-    if (!lws_is_final_fragment(wsi) || pss->rx_len) {
-        pss->rx = tg_realloc(pss->rx, pss->rx_len + len + 1);
+    /* lws hands a frame larger than its buffer over in pieces: a message is complete at the
+     * final fragment with nothing of its payload left to come */
+    bool complete = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    if (!complete || pss->rx_len) {
+        if (pss->rx_len + len > pss->rx_cap) { /* doubling: a big message costs O(n), not O(n²) */
+            size_t cap = pss->rx_cap ? pss->rx_cap : 65536;
+            while (cap < pss->rx_len + len)
+                cap *= 2;
+            pss->rx = tg_realloc(pss->rx, cap);
+            pss->rx_cap = cap;
+        }
         memcpy(pss->rx + pss->rx_len, in, len);
         pss->rx_len += len;
-        if (!lws_is_final_fragment(wsi)) return 0;
+        if (!complete) {
+            tg_sync_session_heard(pss->s);
+            return 0;
+        }
         tg_sync_session_receive(pss->s, pss->rx, pss->rx_len);
         free(pss->rx);
         pss->rx = NULL;
-        pss->rx_len = 0;
+        pss->rx_len = pss->rx_cap = 0;
         return 0;
     }
     tg_sync_session_receive(pss->s, in, len);
@@ -345,6 +365,7 @@ static int cb_sync(struct lws *wsi, enum lws_callback_reasons reason, void *user
             pss->s = NULL;
             free(pss->rx);
             pss->rx = NULL;
+            pss->rx_len = pss->rx_cap = 0;
         }
         return 0;
     default:
@@ -363,7 +384,8 @@ static const struct lws_protocols protocols[] = {
 static void lws_to_our_log(int level, const char *line)
 {
     size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
     if (level & LLL_ERR)
         TG_LOGE("lws", "%.*s", (int)n, line);
     else
@@ -384,6 +406,31 @@ static int split_listen(const char *listen, char *host, size_t hostcap, int *por
     }
     *port = atoi(colon + 1);
     return *port > 0 && *port < 65536 ? 0 : -1;
+}
+
+/* The change log's retention keys (sync-protocol rule 8); a bad value stops the start. */
+static int retention(tg_sync_hub_opts_t *ho)
+{
+    long versions, interval;
+    const char *days_text = tg_config_get(TG_CONF_cluster_changelog_keep_days);
+    char *end = NULL;
+    double days = strtod(days_text, &end);
+    if (tg_config_int(TG_CONF_cluster_changelog_keep_versions, 1, 1000000000L, &versions) != 0) {
+        TG_LOGE(MOD, "cluster_changelog_keep_versions must be an integer from 1 to 1000000000");
+        return -1;
+    }
+    if (end == days_text || *end || !(days >= 0 && days <= 36500)) {
+        TG_LOGE(MOD, "cluster_changelog_keep_days must be a number of days from 0 to 36500");
+        return -1;
+    }
+    if (tg_config_int(TG_CONF_cluster_changelog_purge_interval, 0, 86400, &interval) != 0) {
+        TG_LOGE(MOD, "cluster_changelog_purge_interval must be seconds from 0 (never) to 86400");
+        return -1;
+    }
+    ho->keep_versions = versions;
+    ho->keep_seconds = days * 86400;
+    ho->purge_interval_ms = (uint32_t)interval * 1000u;
+    return 0;
 }
 
 tg_cluster_server_t *tg_cluster_server_start(const tg_cluster_server_opts_t *opts)
@@ -432,7 +479,14 @@ tg_cluster_server_t *tg_cluster_server_start(const tg_cluster_server_opts_t *opt
                              .transport = &ws_transport,
                              .headroom = LWS_PRE};
     long hb;
-    if (tg_config_int(TG_CONF_cluster_heartbeat_ms, 100, 3600000, &hb) == 0) ho.heartbeat_ms = (uint32_t)hb;
+    if (tg_config_int(TG_CONF_cluster_heartbeat_ms, 100, 3600000, &hb) == 0)
+        ho.heartbeat_ms = (uint32_t)hb;
+    if (retention(&ho) != 0) {
+        free(cs->cert_pem);
+        free(cs->key_pem);
+        free(cs);
+        return NULL;
+    }
     cs->hub = tg_sync_hub_start(&ho);
     cs->ctx = lws_create_context(&info);
     if (!cs->ctx) {

@@ -102,8 +102,8 @@ static change_t *new_change(const char *type, const char *id, bool upsert)
 }
 
 /* Encodes one row as an upsert; adds its hash to `digest` when given. */
-static change_t *row_change(const tg_schema_t *s, PGresult *res, int row, tg_config_digest_t *digest,
-                            char *err, size_t errlen)
+static change_t *row_change(const tg_schema_t *s, PGresult *res, int row,
+                            tg_config_digest_t *digest, char *err, size_t errlen)
 {
     const char *id = PQgetvalue(res, row, 0);
     json_t *e = row_entity(s, res, row);
@@ -133,7 +133,8 @@ static change_t *row_change(const tg_schema_t *s, PGresult *res, int row, tg_con
 
 static void free_changes(change_t **v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) tollgate__sync__v1__change__free_unpacked(v[i], NULL);
+    for (size_t i = 0; i < n; i++)
+        tollgate__sync__v1__change__free_unpacked(v[i], NULL);
     free(v);
 }
 
@@ -142,7 +143,8 @@ static void free_changes(change_t **v, size_t n)
 static void add_frame(tg_sync_payload_t *p, const tg_sync_env_t *env, size_t headroom)
 {
     tg_sync_frame_t f;
-    if (tg_sync_pack(env, headroom, &f.buf, &f.data, &f.len) != 0) abort(); /* callers bound sizes */
+    if (tg_sync_pack(env, headroom, &f.buf, &f.data, &f.len) != 0)
+        abort(); /* callers bound sizes */
     p->frames = tg_realloc(p->frames, (p->nframes + 1) * sizeof(*p->frames));
     p->frames[p->nframes++] = f;
     p->bytes += f.len;
@@ -151,7 +153,8 @@ static void add_frame(tg_sync_payload_t *p, const tg_sync_env_t *env, size_t hea
 void tg_sync_payload_free(tg_sync_payload_t *p)
 {
     if (!p) return;
-    for (size_t i = 0; i < p->nframes; i++) free(p->frames[i].buf);
+    for (size_t i = 0; i < p->nframes; i++)
+        free(p->frames[i].buf);
     free(p->frames);
     free(p);
 }
@@ -237,7 +240,8 @@ static int fetch_upserts(tg_db_t *db, const char *cp_id, const merged_t *m, size
     size_t cap = 2 + (hi - lo) * 37;
     char *ids = tg_malloc(cap), *w = ids;
     *w++ = '{';
-    for (size_t i = lo; i < hi; i++) w += sprintf(w, "%s%s", i > lo ? "," : "", m[i].id);
+    for (size_t i = lo; i < hi; i++)
+        w += sprintf(w, "%s%s", i > lo ? "," : "", m[i].id);
     *w++ = '}';
     *w = '\0';
     char sql[256];
@@ -283,7 +287,8 @@ static int delta_changes(tg_db_t *db, const char *cp_id, const merged_t *m, size
             continue;
         }
         size_t hi = lo;
-        while (hi < n && m[hi].upsert && m[hi].rank == m[lo].rank && hi - lo < FETCH_ROWS) hi++;
+        while (hi < n && m[hi].upsert && m[hi].rank == m[lo].rank && hi - lo < FETCH_ROWS)
+            hi++;
         int rc = fetch_upserts(db, cp_id, m, lo, hi, changes, err, errlen);
         if (rc) return rc;
         lo = hi;
@@ -462,7 +467,8 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
     memcpy(p->digest, body->digest, sizeof(p->digest));
     add_snapshot_begin(p, headroom);
     p->frames = tg_realloc(p->frames, (1 + body->nframes + 1) * sizeof(*p->frames));
-    memcpy(p->frames + 1, body->frames, body->nframes * sizeof(*p->frames));
+    if (body->nframes) /* an empty config has no chunk (and body->frames is NULL) */
+        memcpy(p->frames + 1, body->frames, body->nframes * sizeof(*p->frames));
     p->nframes += body->nframes;
     p->bytes += body->bytes;
     add_snapshot_end(p, (uint32_t)body->nframes, headroom);

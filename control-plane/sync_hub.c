@@ -4,11 +4,22 @@
  * Per session the rule is sync-protocol rule 2: at most one payload (a delta or a snapshot) is
  * in flight; while it is, newer versions simply accumulate, and the next delta is built from the
  * version the DP acknowledged to the latest one, so a slow DP gets one merged delta instead of a
- * backlog. A NACKed version is not pushed again until a newer version exists.
+ * backlog. A NACKed version is not pushed again until a newer version exists, except after
+ * NACK_STORE (the DP could not write: a full disk, a store being grown), which is retried with
+ * exponential back-off.
+ *
+ * Resync (rule 5) has one path, whoever notices first: the DP's NACK_DIGEST (its digest after a
+ * delta, or at a heartbeat of ours, differs from the control plane's) and this side's check of
+ * the DP's heartbeats both call request_resync(), which sends one snapshot per version; a
+ * mismatch that survives it is recorded as `rejected` instead of looping.
+ *
+ * The hub also purges the change log (rule 8) from its timer, and publishes its counters and a
+ * view of its sessions for the Admin API's worker threads (under `lock`).
  */
 #include "sync_hub.h"
 
 #include "alloc.h"
+#include "changelog.h"
 #include "error.h"
 #include "join.h"
 #include "log.h"
@@ -16,14 +27,28 @@
 #include "sync_frame.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MOD "sync"
 #define TICK_MS 1000
 #define NODE_TOUCH_MS 60000
 #define LISTEN_RETRY_MS 2000
+#define ACK_TIMEOUT_INTERVALS 6 /* a pushed payload unacknowledged this long ends the session */
+#define BEAT_FLOOD_MAX 10       /* heartbeats accepted per heartbeat interval */
+#define STORE_RETRY_MIN_MS 500  /* NACK_STORE back-off: 0.5 s doubling to 60 s */
+#define STORE_RETRY_MAX_MS 60000
+#define PURGE_BATCH 5000
+#define PURGE_MAX_BATCHES 20 /* per round: the next round continues */
+
+const double tg_sync_latency_bounds[TG_SYNC_LATENCY_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                                0.5,   1,    2.5,   5,    10,  30};
+const double tg_sync_size_bounds[TG_SYNC_SIZE_BUCKETS] = {
+    256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
 
 typedef struct ctl_frame {
     struct ctl_frame *next;
@@ -35,6 +60,7 @@ typedef struct cp_entry {
     struct cp_entry *next;
     char cp_id[37];
     int64_t latest;
+    int64_t oldest;          /* oldest version still in the change log (as last read) */
     uint64_t latest_seen_ms; /* when this node learned of `latest` (commit -> ack latency) */
     tg_sync_payload_t *snapshot;
     bool building;
@@ -56,6 +82,12 @@ struct tg_sync_session {
     int64_t resynced_at; /* digest-triggered snapshot already sent for this version */
     bool building;
     uint64_t retry_at_ms;
+    uint32_t store_failures; /* consecutive NACK_STORE: the back-off exponent */
+    uint64_t sent_done_ms;   /* the in-flight payload's last frame was handed out */
+    uint64_t beat_window_ms; /* heartbeat flood check: start of the window ... */
+    uint32_t beats;          /* ... and heartbeats in it */
+    uint64_t deltas_sent, snapshots_sent, nacks;
+    int64_t connected_unix;
     tg_sync_payload_t *inflight;
     size_t next_frame;
     ctl_frame_t *ctl_head, *ctl_tail, *handed;
@@ -77,10 +109,19 @@ struct tg_sync_hub {
     uint64_t listen_retry_ms, node_touch_ms;
     uint64_t next_nonce;
     json_t *endpoints;
-    tg_sync_hub_stats_t stats;
     int jobs;
     bool stopping;
+    uint64_t purge_at_ms;
+    bool purging;
+    /* read by other threads (tg_sync_hub_get_stats, tg_sync_hub_view) */
+    pthread_mutex_t lock;
+    tg_sync_hub_stats_t stats;
+    json_t *view;
 };
+
+/* The hub of this process, for the Admin API's workers (one CP runs one hub). */
+static pthread_mutex_t g_hub_lock = PTHREAD_MUTEX_INITIALIZER;
+static tg_sync_hub_t *g_hub;
 
 static uint64_t now_ms(const tg_sync_hub_t *h)
 {
@@ -88,6 +129,50 @@ static uint64_t now_ms(const tg_sync_hub_t *h)
 }
 
 /* ---------------------------------------------------------------- control planes */
+
+/* ---------------------------------------------------------------- counters */
+
+#define STAT(h, stmt)                                                                              \
+    do {                                                                                           \
+        pthread_mutex_lock(&(h)->lock);                                                            \
+        stmt;                                                                                      \
+        pthread_mutex_unlock(&(h)->lock);                                                          \
+    } while (0)
+
+static size_t bucket(const double *bounds, size_t n, double v)
+{
+    size_t i = 0;
+    while (i < n && v > bounds[i])
+        i++;
+    return i;
+}
+
+static void stat_push(tg_sync_hub_t *h, const tg_sync_payload_t *p)
+{
+    size_t b = bucket(tg_sync_size_bounds, TG_SYNC_SIZE_BUCKETS, (double)p->bytes);
+    pthread_mutex_lock(&h->lock);
+    if (p->snapshot) {
+        h->stats.snapshots_sent++;
+        h->stats.snapshot_bytes += p->bytes;
+    } else {
+        h->stats.deltas_sent++;
+        h->stats.delta_bytes += p->bytes;
+    }
+    h->stats.push_size_count++;
+    h->stats.push_size_sum += p->bytes;
+    h->stats.push_size_hist[b]++;
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void stat_latency(tg_sync_hub_t *h, double seconds)
+{
+    size_t b = bucket(tg_sync_latency_bounds, TG_SYNC_LATENCY_BUCKETS, seconds);
+    pthread_mutex_lock(&h->lock);
+    h->stats.ack_latency_count++;
+    h->stats.ack_latency_sum_s += seconds;
+    h->stats.ack_latency_hist[b]++;
+    pthread_mutex_unlock(&h->lock);
+}
 
 static cp_entry_t *cp_get(tg_sync_hub_t *h, const char *cp_id)
 {
@@ -129,8 +214,8 @@ typedef struct hub_job {
     char *sql_params[11]; /* the status UPDATE's parameters */
 } hub_job_t;
 
-static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s, void (*run)(tg_job_t *, tg_db_t *),
-                          void (*done)(tg_job_t *))
+static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s,
+                          void (*run)(tg_job_t *, tg_db_t *), void (*done)(tg_job_t *))
 {
     hub_job_t *j = tg_calloc(1, sizeof(*j));
     j->hub = h;
@@ -225,7 +310,9 @@ int tg_sync_session_next(tg_sync_session_t *s, uint8_t **data, size_t *len)
         const tg_sync_frame_t *f = &s->inflight->frames[s->next_frame++];
         *data = f->data;
         *len = f->len;
-        s->hub->stats.bytes_sent += f->len;
+        STAT(s->hub, s->hub->stats.bytes_sent += f->len);
+        /* the ACK timeout runs from here: a slow link is not a DP that never answers */
+        if (s->next_frame == s->inflight->nframes) s->sent_done_ms = now_ms(s->hub);
         return 1;
     }
     return 0;
@@ -244,13 +331,14 @@ static void status_run(tg_job_t *job, tg_db_t *db)
 {
     hub_job_t *j = (hub_job_t *)job;
     tg_db_err_t e;
-    j->rc = tg_db_run(db, &e,
-                      "UPDATE data_planes SET address = $2, hostname = $3, tollgate_version = $4,"
-                      " config_version = $5::bigint, config_digest = NULLIF($6, ''), sync_status = $7,"
-                      " last_error = NULLIF($8, ''), last_seen = now(), cp_node = $9,"
-                      " lag_versions = $10::bigint, lag_seconds = $11::double precision"
-                      " WHERE id = $1::uuid",
-                      11, (const char *const *)j->sql_params);
+    j->rc =
+        tg_db_run(db, &e,
+                  "UPDATE data_planes SET address = $2, hostname = $3, tollgate_version = $4,"
+                  " config_version = $5::bigint, config_digest = NULLIF($6, ''), sync_status = $7,"
+                  " last_error = NULLIF($8, ''), last_seen = now(), cp_node = $9,"
+                  " lag_versions = $10::bigint, lag_seconds = $11::double precision"
+                  " WHERE id = $1::uuid",
+                  11, (const char *const *)j->sql_params);
 }
 
 static void status_done(tg_job_t *job)
@@ -274,9 +362,10 @@ static void write_status(tg_sync_session_t *s)
     snprintf(buf[1], sizeof(buf[1]), "%lld", (long long)lag);
     snprintf(buf[2], sizeof(buf[2]), "%.3f", lag_s);
     hub_job_t *j = new_job(h, s, status_run, status_done);
-    const char *v[] = {s->node_id, s->peer, s->hostname, s->dp_version, buf[0], s->digest,
-                       s->status, s->last_error, h->o.node_id, buf[1], buf[2]};
-    for (size_t i = 0; i < 11; i++) j->sql_params[i] = tg_strdup(v[i]);
+    const char *v[] = {s->node_id, s->peer,       s->hostname,  s->dp_version, buf[0], s->digest,
+                       s->status,  s->last_error, h->o.node_id, buf[1],        buf[2]};
+    for (size_t i = 0; i < 11; i++)
+        j->sql_params[i] = tg_strdup(v[i]);
     s->status_running = true;
     s->status_dirty = false;
     tg_workers_submit(h->o.workers, &j->job);
@@ -291,10 +380,12 @@ static void push(tg_sync_session_t *s, tg_sync_payload_t *p)
     p->refs++;
     s->inflight = p;
     s->next_frame = 0;
+    s->sent_done_ms = 0;
+    stat_push(s->hub, p);
     if (p->snapshot)
-        s->hub->stats.snapshots_sent++;
+        s->snapshots_sent++;
     else
-        s->hub->stats.deltas_sent++;
+        s->deltas_sent++;
     TG_LOGI(MOD, "data plane %s: %s %lld -> %lld (%zu entities, %zu bytes)", s->node_id,
             p->snapshot ? "snapshot" : "delta", (long long)p->from, (long long)p->to, p->entities,
             p->bytes);
@@ -364,7 +455,7 @@ static void snapshot_done(tg_job_t *job)
     c->building = false;
     bool alive = finish_job(j);
     if (j->rc == 0) {
-        h->stats.snapshots_built++;
+        STAT(h, h->stats.snapshots_built++);
         payload_unref(c->snapshot);
         c->snapshot = j->payload;
         c->snapshot->refs = 1; /* the cache's reference */
@@ -403,12 +494,14 @@ static void schedule(tg_sync_session_t *s)
     if (s->retry_at_ms && now_ms(s->hub) < s->retry_at_ms) return;
     s->retry_at_ms = 0;
     cp_entry_t *c = cp_get(s->hub, s->cp_id);
+    if (c->latest > s->applied && !s->behind_since_ms) s->behind_since_ms = now_ms(s->hub);
+    /* a refused version, snapshot or delta, is not offered again until a newer one exists */
+    if (c->latest <= s->rejected_to) return;
     if (s->want_snapshot || s->applied < 0) {
         start_snapshot(s);
         return;
     }
-    if (c->latest > s->applied && !s->behind_since_ms) s->behind_since_ms = now_ms(s->hub);
-    if (c->latest <= s->applied || c->latest <= s->rejected_to) return;
+    if (c->latest <= s->applied) return;
     start_delta(s);
 }
 
@@ -417,8 +510,7 @@ static void schedule(tg_sync_session_t *s)
 static bool newer_minor(const char *theirs, const char *ours)
 {
     int a1 = 0, b1 = 0, a2 = 0, b2 = 0;
-    if (sscanf(theirs, "%d.%d", &a1, &b1) != 2 || sscanf(ours, "%d.%d", &a2, &b2) != 2)
-        return true;
+    if (sscanf(theirs, "%d.%d", &a1, &b1) != 2 || sscanf(ours, "%d.%d", &a2, &b2) != 2) return true;
     return a1 != a2 || b1 > b2;
 }
 
@@ -428,8 +520,7 @@ static void admit_run(tg_job_t *job, tg_db_t *db)
     tg_sync_session_t *s = j->s;
     j->rc = tg_join_check_data_plane(db, s->node_id, s->cp_id, s->serial);
     if (j->rc == 0)
-        j->rc = tg_sync_read_versions(db, s->cp_id, &j->latest, &j->oldest, j->err,
-                                      sizeof(j->err));
+        j->rc = tg_sync_read_versions(db, s->cp_id, &j->latest, &j->oldest, j->err, sizeof(j->err));
 }
 
 static void send_welcome(tg_sync_session_t *s, int64_t latest, int64_t oldest)
@@ -477,8 +568,11 @@ static void admit_done(tg_job_t *job)
     } else {
         cp_entry_t *c = cp_get(s->hub, s->cp_id);
         cp_learn(s->hub, c, j->latest);
+        c->oldest = j->oldest;
         send_welcome(s, j->latest, j->oldest);
         s->state = READY;
+        s->connected_unix = (int64_t)time(NULL);
+        STAT(s->hub, s->hub->stats.connected++);
         mark_status(s, s->applied == c->latest ? "normal" : "behind", NULL);
         s->last_error[0] = '\0';
         write_status(s);
@@ -503,17 +597,20 @@ static void on_hello(tg_sync_session_t *s, const Tollgate__Sync__V1__Hello *m)
     }
     if (!m->has_protocol_version || m->protocol_version != TG_SYNC_PROTOCOL_VERSION ||
         newer_minor(s->dp_version, TG_VERSION)) {
-        mark_status(s, "incompatible", "data plane version or protocol is newer than this control plane");
+        mark_status(s, "incompatible",
+                    "data plane version or protocol is newer than this control plane");
         write_status(s);
         send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_INCOMPATIBLE,
                    "data plane protocol or version is newer than this control plane " TG_VERSION);
         return;
     }
     s->applied = m->has_have_version ? m->have_version : 0;
-    /* a store filled from another control plane (or from a file) has an unrelated history */
-    if (m->control_plane_id && m->control_plane_id[0] && strcmp(m->control_plane_id, s->cp_id))
+    /* A store filled from another control plane (or from a file) has an unrelated history, and
+     * a fresh store (no control plane id yet) has none: both get a snapshot. For a fresh DP of
+     * a control plane never written to, that is the empty snapshot of version 0 which makes it
+     * ready (DESIGN §7: /status/ready answers 200 once a config is loaded). */
+    if (!m->control_plane_id || !m->control_plane_id[0] || strcmp(m->control_plane_id, s->cp_id))
         s->applied = -1;
-    if (s->applied > 0 && (!m->control_plane_id || !m->control_plane_id[0])) s->applied = -1;
     snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest ? m->config_digest : "");
     s->state = ADMITTING;
     hub_job_t *j = new_job(s->hub, s, admit_run, admit_done);
@@ -528,6 +625,31 @@ static void end_inflight(tg_sync_session_t *s)
     s->inflight = NULL;
 }
 
+/*
+ * The one resync path (rule 5), called when either side sees different digests at the same
+ * version: a snapshot, once per version. If the mismatch survives that snapshot, sending it
+ * again would not help: the DP is recorded as rejected with the reason, and the next version
+ * gets its chance.
+ */
+static void request_resync(tg_sync_session_t *s, int64_t version, const char *why)
+{
+    if (s->want_snapshot || (s->inflight && s->inflight->snapshot)) return; /* one is coming */
+    if (s->resynced_at == version) {
+        if (strcmp(s->status, "rejected") == 0) return; /* said already */
+        TG_LOGW(MOD, "data plane %s: %s, again after a resync at version %lld", s->node_id, why,
+                (long long)version);
+        mark_status(s, "rejected", why);
+        write_status(s);
+        return;
+    }
+    TG_LOGW(MOD, "data plane %s: %s at version %lld; resyncing with a snapshot", s->node_id, why,
+            (long long)version);
+    s->resynced_at = version;
+    s->want_snapshot = true;
+    STAT(s->hub, s->hub->stats.resyncs++);
+    schedule(s);
+}
+
 static void on_ack(tg_sync_session_t *s, const Tollgate__Sync__V1__Ack *m)
 {
     tg_sync_hub_t *h = s->hub;
@@ -535,43 +657,82 @@ static void on_ack(tg_sync_session_t *s, const Tollgate__Sync__V1__Ack *m)
         TG_LOGW(MOD, "data plane %s: ACK for an unknown push ignored", s->node_id);
         return;
     }
-    h->stats.acks++;
+    STAT(h, h->stats.acks++);
     cp_entry_t *c = cp_get(h, s->cp_id);
     s->applied = m->applied_version;
+    s->store_failures = 0;
     snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest ? m->config_digest : "");
-    if (s->applied == c->latest && c->latest_seen_ms) {
-        h->stats.ack_latency_count++;
-        h->stats.ack_latency_sum_s += (double)(now_ms(h) - c->latest_seen_ms) / 1000;
-    }
-    bool mismatch = s->inflight->digest[0] && s->digest[0] &&
-                    strcmp(s->inflight->digest, s->digest) != 0;
+    if (s->applied == c->latest && c->latest_seen_ms)
+        stat_latency(h, (double)(now_ms(h) - c->latest_seen_ms) / 1000);
+    bool mismatch =
+        s->inflight->digest[0] && s->digest[0] && strcmp(s->inflight->digest, s->digest) != 0;
     end_inflight(s);
     s->behind_since_ms = s->applied >= c->latest ? 0 : now_ms(h);
-    if (mismatch)
-        mark_status(s, "rejected", "config digest differs from the control plane's after a snapshot");
-    else
+    if (mismatch) {
+        /* the DP checks the announced digest before it commits a snapshot, so this is a DP
+         * that does not: nothing another snapshot would fix */
+        mark_status(s, "rejected",
+                    "config digest differs from the control plane's after a snapshot");
+        s->resynced_at = s->applied;
+    } else {
         mark_status(s, s->applied >= c->latest ? "normal" : "behind", "");
+    }
     write_status(s);
     schedule(s);
 }
 
+/* NACK_STORE: the DP could not write (disk full, store being grown). Not the version's fault:
+ * the same push is retried, after 0.5 s doubling to 60 s, never in a tight loop. */
+static void store_retry(tg_sync_session_t *s, bool was_snapshot, const char *msg)
+{
+    uint32_t n = s->store_failures < 16 ? s->store_failures : 16;
+    uint64_t delay = (uint64_t)STORE_RETRY_MIN_MS << n;
+    if (delay > STORE_RETRY_MAX_MS) delay = STORE_RETRY_MAX_MS;
+    s->store_failures++;
+    s->retry_at_ms = now_ms(s->hub) + delay;
+    s->want_snapshot = was_snapshot;
+    STAT(s->hub, s->hub->stats.store_retries++);
+    char why[256];
+    snprintf(why, sizeof(why), "%.180s (retry %u in %.1f s)", msg, s->store_failures,
+             (double)delay / 1000);
+    TG_LOGW(MOD, "data plane %s could not store the push: %s", s->node_id, why);
+    mark_status(s, "rejected", why);
+    write_status(s);
+}
+
 static void on_nack(tg_sync_session_t *s, const Tollgate__Sync__V1__Nack *m)
 {
-    if (!s->inflight || m->nonce != s->inflight->nonce) return;
-    s->hub->stats.nacks++;
+    bool digest = m->has_code && m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_DIGEST;
+    bool ours = s->inflight && m->nonce == s->inflight->nonce;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s%s%s%s%s",
+             m->entity_type && m->entity_type[0] ? m->entity_type : "",
+             m->entity_id && m->entity_id[0] ? " " : "", m->entity_id ? m->entity_id : "",
+             m->entity_type && m->entity_type[0] ? ": " : "", m->message ? m->message : "");
+    if (!ours) {
+        /* nonce 0: a digest mismatch the DP saw in one of our heartbeats */
+        if (digest && m->nonce == 0 && m->has_kept_version && m->kept_version == s->applied) {
+            s->nacks++;
+            STAT(s->hub, s->hub->stats.nacks++);
+            request_resync(s, s->applied, "config digest differs from the control plane's");
+        }
+        return;
+    }
+    s->nacks++;
+    STAT(s->hub, s->hub->stats.nacks++);
     bool was_snapshot = s->inflight->snapshot;
     int64_t to = s->inflight->to;
     end_inflight(s);
-    if (m->has_kept_version) s->applied = m->kept_version;
-    char msg[256];
-    snprintf(msg, sizeof(msg), "%s%s%s%s%s", m->entity_type && m->entity_type[0] ? m->entity_type : "",
-             m->entity_id && m->entity_id[0] ? " " : "", m->entity_id ? m->entity_id : "",
-             m->entity_type && m->entity_type[0] ? ": " : "", m->message ? m->message : "");
-    bool resync = m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_VERSION_GAP ||
-                  m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_DIGEST;
-    if (resync && !was_snapshot) {
+    /* a snapshot refused by a DP of unknown history leaves it unknown */
+    if (m->has_kept_version && (!was_snapshot || s->applied >= 0)) s->applied = m->kept_version;
+    if (m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_STORE) {
+        store_retry(s, was_snapshot, msg);
+    } else if (m->code == TOLLGATE__SYNC__V1__NACK_CODE__NACK_VERSION_GAP && !was_snapshot) {
         TG_LOGN(MOD, "data plane %s: %s; sending a snapshot", s->node_id, msg);
         s->want_snapshot = true;
+    } else if (digest && !was_snapshot) {
+        request_resync(s, s->applied,
+                       "config digest differs from the control plane's after a delta");
     } else {
         TG_LOGW(MOD, "data plane %s rejected version %lld: %s", s->node_id, (long long)to, msg);
         s->rejected_to = to;
@@ -584,17 +745,23 @@ static void on_nack(tg_sync_session_t *s, const Tollgate__Sync__V1__Nack *m)
 
 static void on_heartbeat(tg_sync_session_t *s, const Tollgate__Sync__V1__Heartbeat *m)
 {
-    if (m->config_digest) snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest);
-    cp_entry_t *c = cp_get(s->hub, s->cp_id);
-    /* divergence at the same version: repair once by a snapshot (rule 5) */
-    if (c->snapshot && c->snapshot->to == s->applied && s->digest[0] && !s->inflight &&
-        strcmp(c->snapshot->digest, s->digest) != 0 && s->resynced_at != s->applied) {
-        TG_LOGW(MOD, "data plane %s: config digest differs at version %lld; resyncing",
-                s->node_id, (long long)s->applied);
-        s->resynced_at = s->applied;
-        s->want_snapshot = true;
-        schedule(s);
+    tg_sync_hub_t *h = s->hub;
+    uint64_t now = now_ms(h);
+    if (now - s->beat_window_ms >= h->o.heartbeat_ms) {
+        s->beat_window_ms = now;
+        s->beats = 0;
     }
+    if (++s->beats > BEAT_FLOOD_MAX) {
+        STAT(h, h->stats.floods++);
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL,
+                   "heartbeat flood: more than 10 heartbeats in one heartbeat interval");
+        return;
+    }
+    if (m->config_digest) snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest);
+    cp_entry_t *c = cp_get(h, s->cp_id);
+    if (c->snapshot && c->snapshot->to == s->applied && s->digest[0] && !s->inflight &&
+        strcmp(c->snapshot->digest, s->digest) != 0)
+        request_resync(s, s->applied, "config digest differs from the control plane's");
     s->status_dirty = true;
 }
 
@@ -657,9 +824,14 @@ tg_sync_session_t *tg_sync_session_open(tg_sync_hub_t *h, void *conn, const char
     s->rejected_to = -1;
     s->next = h->sessions;
     h->sessions = s;
-    h->stats.sessions++;
+    STAT(h, h->stats.sessions++);
     TG_LOGN(MOD, "data plane %s of control plane %s connected from %s", node_id, cp_id, peer);
     return s;
+}
+
+void tg_sync_session_heard(tg_sync_session_t *s)
+{
+    s->last_heard_ms = now_ms(s->hub);
 }
 
 void tg_sync_session_receive(tg_sync_session_t *s, const uint8_t *frame, size_t len)
@@ -730,6 +902,8 @@ static void session_free(tg_sync_session_t *s)
 void tg_sync_session_closed(tg_sync_session_t *s)
 {
     TG_LOGN(MOD, "data plane %s disconnected", s->node_id);
+    if (s->connected_unix) STAT(s->hub, s->hub->stats.connected--);
+    s->connected_unix = 0;
     if (s->state == READY) {
         s->conn = NULL; /* a last status row (last_seen) goes out without the session */
         s->state = CLOSING;
@@ -750,7 +924,7 @@ static void listen_close(tg_sync_hub_t *h)
 
 static void on_notify(tg_sync_hub_t *h, const PGnotify *n)
 {
-    h->stats.notifies++;
+    STAT(h, h->stats.notifies++);
     if (strcmp(n->relname, "tollgate_config") == 0) {
         const char *colon = strchr(n->extra, ':');
         if (!colon || colon - n->extra != 36) return;
@@ -793,6 +967,7 @@ static void versions_done(tg_job_t *job)
 {
     hub_job_t *j = (hub_job_t *)job;
     if (finish_job(j) && j->rc == 0) {
+        cp_get(j->hub, j->cp_id)->oldest = j->oldest;
         cp_learn(j->hub, cp_get(j->hub, j->cp_id), j->latest);
         schedule_cp(j->hub, j->cp_id);
     }
@@ -861,10 +1036,94 @@ static void touch_done(tg_job_t *job)
     free_job(j);
 }
 
+/* ---------------------------------------------------------------- retention */
+
+static void purge_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_db_err_t e = {0};
+    long long n = 0;
+    j->rc = tg_changelog_purge(db, j->hub->o.keep_versions, j->hub->o.keep_seconds, PURGE_BATCH,
+                               PURGE_MAX_BATCHES, &n, &e);
+    j->latest = n;
+    if (j->rc) snprintf(j->err, sizeof(j->err), "%s", e.message);
+}
+
+static void purge_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_hub_t *h = j->hub;
+    h->purging = false;
+    if (finish_job(j)) {
+        if (j->rc)
+            TG_LOGW(MOD, "cannot purge the change log: %s", j->err);
+        else if (j->latest > 0)
+            TG_LOGN(MOD, "purged %lld old config version(s) from the change log",
+                    (long long)j->latest);
+        STAT(h, {
+            h->stats.purges += j->rc == 0;
+            h->stats.purged_versions += j->rc == 0 ? (uint64_t)j->latest : 0;
+            h->stats.last_purge_unix = (int64_t)time(NULL);
+        });
+        /* what Welcome will announce as the oldest version changed */
+        if (j->rc == 0 && j->latest > 0) catch_up_versions(h);
+    }
+    free_job(j);
+}
+
+static void maybe_purge(tg_sync_hub_t *h, uint64_t now)
+{
+    if (!h->o.purge_interval_ms || h->purging || now < h->purge_at_ms) return;
+    h->purge_at_ms = now + h->o.purge_interval_ms;
+    h->purging = true;
+    tg_workers_submit(h->o.workers, &new_job(h, NULL, purge_run, purge_done)->job);
+}
+
+/* ---------------------------------------------------------------- the published view */
+
+static json_t *session_json(tg_sync_hub_t *h, tg_sync_session_t *s)
+{
+    cp_entry_t *c = cp_get(h, s->cp_id);
+    int64_t lag = s->applied >= 0 && c->latest > s->applied ? c->latest - s->applied : 0;
+    if (s->applied < 0) lag = c->latest;
+    double lag_s = lag && s->behind_since_ms ? (double)(now_ms(h) - s->behind_since_ms) / 1000 : 0;
+    return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:f,s:s,s:s?,s:I,s:I,s:I,s:I,s:b}", "id", s->node_id,
+                     "control_plane_id", s->cp_id, "address", s->peer, "hostname", s->hostname,
+                     "applied_version", (json_int_t)(s->applied < 0 ? 0 : s->applied),
+                     "lag_versions", (json_int_t)lag, "lag_seconds", lag_s, "sync_status",
+                     s->status[0] ? s->status : "behind", "last_error",
+                     s->last_error[0] ? s->last_error : NULL, "connected_at",
+                     (json_int_t)s->connected_unix, "deltas_sent", (json_int_t)s->deltas_sent,
+                     "snapshots_sent", (json_int_t)s->snapshots_sent, "nacks", (json_int_t)s->nacks,
+                     "in_flight", s->inflight != NULL);
+}
+
+static void publish_view(tg_sync_hub_t *h)
+{
+    json_t *cps = json_array(), *dps = json_array();
+    for (cp_entry_t *c = h->cps; c; c = c->next)
+        json_array_append_new(cps, json_pack("{s:s,s:I,s:I}", "id", c->cp_id, "latest_version",
+                                             (json_int_t)c->latest, "oldest_version",
+                                             (json_int_t)c->oldest));
+    for (tg_sync_session_t *s = h->sessions; s; s = s->next)
+        if (s->conn && s->state == READY) json_array_append_new(dps, session_json(h, s));
+    json_t *view =
+        json_pack("{s:s,s:o,s:o,s:{s:I,s:f,s:f}}", "node_id", h->o.node_id, "control_planes", cps,
+                  "data_planes", dps, "retention", "keep_versions", (json_int_t)h->o.keep_versions,
+                  "keep_days", h->o.keep_seconds / 86400, "purge_interval_seconds",
+                  (double)h->o.purge_interval_ms / 1000);
+    pthread_mutex_lock(&h->lock);
+    json_t *old = h->view;
+    h->view = view;
+    pthread_mutex_unlock(&h->lock);
+    json_decref(old);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     tg_sync_hub_t *h = t->data;
     uint64_t now = now_ms(h);
+    maybe_purge(h, now);
     if (!h->listen && now >= h->listen_retry_ms) {
         listen_open(h);
         h->listen_retry_ms = now + LISTEN_RETRY_MS;
@@ -881,10 +1140,20 @@ static void on_tick(uv_timer_t *t)
                        "no message for three heartbeat intervals");
             continue;
         }
+        uint64_t ack_wait = (uint64_t)h->o.heartbeat_ms * ACK_TIMEOUT_INTERVALS;
+        if (s->inflight && s->sent_done_ms && now - s->sent_done_ms > ack_wait) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "no acknowledgement of push %llu within %.1f s",
+                     (unsigned long long)s->inflight->nonce, (double)ack_wait / 1000);
+            STAT(h, h->stats.ack_timeouts++);
+            send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL, msg);
+            continue;
+        }
         if (s->state == READY && now - s->last_beat_ms >= h->o.heartbeat_ms) send_heartbeat(s);
         if (s->status_dirty) write_status(s);
         if (s->retry_at_ms && now >= s->retry_at_ms) schedule(s);
     }
+    publish_view(h);
 }
 
 /* ---------------------------------------------------------------- the hub */
@@ -895,6 +1164,12 @@ tg_sync_hub_t *tg_sync_hub_start(const tg_sync_hub_opts_t *opts)
     h->o = *opts;
     if (!h->o.heartbeat_ms) h->o.heartbeat_ms = TG_SYNC_HEARTBEAT_MS_DEFAULT;
     h->next_nonce = uv_hrtime(); /* distinct across restarts */
+    pthread_mutex_init(&h->lock, NULL);
+    h->purge_at_ms = uv_now(h->o.loop) + h->o.purge_interval_ms / 4; /* not all at start-up */
+    publish_view(h);
+    pthread_mutex_lock(&g_hub_lock);
+    g_hub = h;
+    pthread_mutex_unlock(&g_hub_lock);
     uv_timer_init(h->o.loop, &h->timer);
     h->timer.data = h;
     uv_timer_start(&h->timer, on_tick, 0, TICK_MS);
@@ -916,12 +1191,17 @@ static void free_hub(uv_handle_t *handle)
         free(c);
     }
     json_decref(h->endpoints);
+    json_decref(h->view);
+    pthread_mutex_destroy(&h->lock);
     free(h);
 }
 
 void tg_sync_hub_stop(tg_sync_hub_t *h)
 {
     if (!h) return;
+    pthread_mutex_lock(&g_hub_lock);
+    if (g_hub == h) g_hub = NULL;
+    pthread_mutex_unlock(&g_hub_lock);
     h->stopping = true;
     for (tg_sync_session_t *s = h->sessions; s; s = s->next)
         if (s->conn) h->o.transport->close(s->conn);
@@ -932,7 +1212,128 @@ void tg_sync_hub_stop(tg_sync_hub_t *h)
     uv_close((uv_handle_t *)&h->timer, free_hub);
 }
 
-void tg_sync_hub_get_stats(const tg_sync_hub_t *h, tg_sync_hub_stats_t *out)
+void tg_sync_hub_get_stats(tg_sync_hub_t *h, tg_sync_hub_stats_t *out)
 {
+    pthread_mutex_lock(&h->lock);
     *out = h->stats;
+    pthread_mutex_unlock(&h->lock);
+}
+
+json_t *tg_sync_hub_view(void)
+{
+    json_t *v = NULL;
+    pthread_mutex_lock(&g_hub_lock);
+    if (g_hub) {
+        pthread_mutex_lock(&g_hub->lock);
+        /* a deep copy: the loop thread replaces (and frees) the view it published */
+        v = json_deep_copy(g_hub->view);
+        pthread_mutex_unlock(&g_hub->lock);
+    }
+    pthread_mutex_unlock(&g_hub_lock);
+    return v;
+}
+
+void tg_sync_hub_current_stats(tg_sync_hub_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&g_hub_lock);
+    if (g_hub) tg_sync_hub_get_stats(g_hub, out);
+    pthread_mutex_unlock(&g_hub_lock);
+}
+
+/* ---------------------------------------------------------------- Prometheus */
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+} text_t;
+
+static void put(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(text_t *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = (t->cap + (size_t)(n > 0 ? n : 0) + 1) * 2;
+        t->p = tg_realloc(t->p, t->cap);
+    }
+}
+
+static void histogram(text_t *t, const char *name, const char *help, const double *bounds, size_t n,
+                      const uint64_t *hist, uint64_t count, double sum)
+{
+    put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < n; i++) {
+        cum += hist[i];
+        put(t, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+    }
+    put(t, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+        (unsigned long long)count, name, sum, name, (unsigned long long)count);
+}
+
+static void counter(text_t *t, const char *name, const char *help, uint64_t v)
+{
+    put(t, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+        (unsigned long long)v);
+}
+
+char *tg_sync_hub_metrics(void)
+{
+    tg_sync_hub_stats_t st;
+    pthread_mutex_lock(&g_hub_lock);
+    bool running = g_hub != NULL;
+    if (running) tg_sync_hub_get_stats(g_hub, &st);
+    pthread_mutex_unlock(&g_hub_lock);
+    text_t t = {tg_malloc(4096), 0, 4096};
+    t.p[0] = '\0';
+    if (!running) return t.p;
+    histogram(&t, "tollgate_sync_commit_to_ack_seconds",
+              "Time from this node learning of a config version to a data plane acknowledging it.",
+              tg_sync_latency_bounds, TG_SYNC_LATENCY_BUCKETS, st.ack_latency_hist,
+              st.ack_latency_count, st.ack_latency_sum_s);
+    histogram(&t, "tollgate_sync_push_bytes", "Size of each delta or snapshot pushed.",
+              tg_sync_size_bounds, TG_SYNC_SIZE_BUCKETS, st.push_size_hist, st.push_size_count,
+              (double)st.push_size_sum);
+    put(&t,
+        "# HELP tollgate_sync_pushes_total Pushes to data planes, by kind.\n"
+        "# TYPE tollgate_sync_pushes_total counter\n"
+        "tollgate_sync_pushes_total{kind=\"delta\"} %llu\n"
+        "tollgate_sync_pushes_total{kind=\"snapshot\"} %llu\n"
+        "# HELP tollgate_sync_push_bytes_total Bytes of pushes, by kind.\n"
+        "# TYPE tollgate_sync_push_bytes_total counter\n"
+        "tollgate_sync_push_bytes_total{kind=\"delta\"} %llu\n"
+        "tollgate_sync_push_bytes_total{kind=\"snapshot\"} %llu\n",
+        (unsigned long long)st.deltas_sent, (unsigned long long)st.snapshots_sent,
+        (unsigned long long)st.delta_bytes, (unsigned long long)st.snapshot_bytes);
+    counter(&t, "tollgate_sync_bytes_sent_total", "Bytes of push frames written to data planes.",
+            st.bytes_sent);
+    counter(&t, "tollgate_sync_snapshots_built_total", "Snapshots read from PostgreSQL.",
+            st.snapshots_built);
+    counter(&t, "tollgate_sync_acks_total", "Pushes acknowledged by data planes.", st.acks);
+    counter(&t, "tollgate_sync_nacks_total", "Pushes refused (NACK) by data planes.", st.nacks);
+    counter(&t, "tollgate_sync_resyncs_total", "Snapshots sent to repair a config digest mismatch.",
+            st.resyncs);
+    counter(&t, "tollgate_sync_store_retries_total",
+            "Pushes sent again after a data plane could not store them.", st.store_retries);
+    counter(&t, "tollgate_sync_sessions_total", "Sync connections opened by data planes.",
+            st.sessions);
+    counter(&t, "tollgate_sync_ack_timeouts_total",
+            "Sessions closed because a push was not acknowledged in time.", st.ack_timeouts);
+    counter(&t, "tollgate_sync_heartbeat_floods_total",
+            "Sessions closed for sending heartbeats too fast.", st.floods);
+    counter(&t, "tollgate_sync_changelog_purged_versions_total",
+            "Config versions this node purged from the change log.", st.purged_versions);
+    put(&t,
+        "# HELP tollgate_sync_connected_data_planes Data planes connected to this node.\n"
+        "# TYPE tollgate_sync_connected_data_planes gauge\n"
+        "tollgate_sync_connected_data_planes %llu\n",
+        (unsigned long long)st.connected);
+    return t.p;
 }

@@ -70,9 +70,11 @@ static json_t *server_json(tg_dp_status_t *st)
 static json_t *cluster_json(const tg_sync_client_status_t *cs)
 {
     if (!cs) return json_null();
-    return json_pack("{s:b,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "connected", cs->connected,
-                     "endpoint", cs->endpoint, "applied_version", (json_int_t)cs->applied_version,
-                     "last_error", cs->last_error[0] ? cs->last_error : NULL, "deltas_applied",
+    return json_pack("{s:b,s:s,s:I,s:s?,s:s?,s:I,s:I,s:I,s:I,s:I,s:I}", "connected",
+                     cs->connected, "endpoint", cs->endpoint, "applied_version",
+                     (json_int_t)cs->applied_version, "last_error",
+                     cs->last_error[0] ? cs->last_error : NULL, "last_nack",
+                     cs->last_nack[0] ? cs->last_nack : NULL, "deltas_applied",
                      (json_int_t)cs->deltas_applied, "snapshots_applied",
                      (json_int_t)cs->snapshots_applied, "nacks_sent", (json_int_t)cs->nacks_sent,
                      "last_apply_at_ms", (json_int_t)cs->last_apply_unix_ms, "last_apply_us",

@@ -831,4 +831,5 @@ void tg_sync_client_status(const tg_sync_client_t *c, tg_sync_client_status_t *s
     snprintf(st->digest, sizeof(st->digest), "%s", a->digest);
     snprintf(st->endpoint, sizeof(st->endpoint), "%s", c->endpoint);
     snprintf(st->last_error, sizeof(st->last_error), "%s", c->last_error);
+    snprintf(st->last_nack, sizeof(st->last_nack), "%s", a->last_nack);
 }

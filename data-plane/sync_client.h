@@ -60,6 +60,7 @@ typedef struct tg_sync_client_status {
     int64_t applied_version;             /* the store's config version and digest */
     char digest[TG_CONFIG_DIGEST_HEX_LEN + 1];
     unsigned long deltas_applied, snapshots_applied, nacks_sent;
+    char last_nack[256]; /* the reason of the last push this DP refused ("" none) */
     unsigned long connects, disconnects, renewals;
     int64_t last_apply_unix_ms; /* 0: nothing applied since start */
     uint32_t last_apply_us;

@@ -165,3 +165,43 @@ def read_response(sock, buf=b""):
             if size == 0:
                 return status, headers, body, buf
     return status, headers, body, buf
+
+
+# ---------------------------------------------------------------- data planes of a cluster
+
+def enroll_dp(cp, binary, prefix, log_dir, name, env=None, workers=1, via=None):
+    """A DpProcess enrolled in `cp`'s cluster by a real `tollgate dp join` (not started).
+
+    A one-use join token comes from the Admin API of `cp`; `via` (another CpProcess of the same
+    cluster) is the node the DP joins through, so its enrolment lists that node's address.
+    .node_id is the identity the control plane gave it."""
+    import json
+    import subprocess
+
+    token = cp.admin.post("/clustering/join-tokens", json={"uses": 1})
+    if token.status_code != 201:
+        raise RuntimeError(f"cannot create a join token: {token.status_code} {token.text}")
+    node = via or cp
+    os.makedirs(prefix, exist_ok=True)
+    join_env = clean_env()
+    join_env.update({"TOLLGATE_PREFIX": str(prefix), "TOLLGATE_LOG_LEVEL": "info"})
+    out = subprocess.run([str(binary), "dp", "join", node.cluster_address, "--token",
+                          token.json()["token"]], env=join_env, cwd=prefix, capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"dp join failed ({out.returncode}): {out.stderr}")
+    dp = DpProcess(binary, prefix, log_dir, name=name, workers=workers, env=env)
+    with open(os.path.join(prefix, "cluster", "cluster.json")) as f:
+        dp.node_id = json.load(f)["node_id"]
+    return dp
+
+
+def cluster_status(dp):
+    """The `cluster` object of a data plane's GET /status (sync counters, applied version)."""
+    return dp.status("/status").json()["cluster"]
+
+
+def wait_applied(dp, version, timeout=30):
+    """Waits until the data plane has applied `version` (or a later one)."""
+    return wait_for(lambda: cluster_status(dp)["applied_version"] >= version, timeout,
+                    interval=0.05, what=f"{dp.name} to apply config version {version}")

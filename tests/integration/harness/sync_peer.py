@@ -5,12 +5,15 @@ proto/tollgate_sync.proto with protoc at first use."""
 import base64
 import importlib
 import os
+import select
 import socket
 import ssl
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _pb = None
@@ -29,7 +32,20 @@ def messages():
 
 
 class Closed(Exception):
-    pass
+    """The connection ended; .code and .reason come from the peer's close frame (or None)."""
+
+    def __init__(self, msg, code=None, reason=""):
+        super().__init__(msg if code is None else f"{msg} {code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+def _mask(payload, mask):
+    """Websocket client masking, fast enough for 16 MiB (one big-integer XOR)."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    m = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
 
 
 class SyncPeer:
@@ -85,8 +101,7 @@ class SyncPeer:
         else:
             head += bytes([0x80 | 127]) + struct.pack("!Q", n)
         mask = os.urandom(4)
-        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + body)
+        self.sock.sendall(head + mask + _mask(payload, mask))
 
     def send(self, **body):
         """send(hello=pb.Hello(...)) — one Envelope."""
@@ -108,7 +123,8 @@ class SyncPeer:
             else:
                 payload = self._recv_exact(n)
             if opcode == 8:
-                raise Closed("close frame")
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                raise Closed("close frame", code, payload[2:].decode("utf-8", "replace"))
             if opcode == 9:
                 self._pong(payload)
                 continue
@@ -130,8 +146,89 @@ class SyncPeer:
                 continue
             return env
 
+    def readable(self, timeout):
+        """Whether a frame (or its start) is waiting, within `timeout` seconds."""
+        if self.buf or self.sock.pending():
+            return True
+        return bool(select.select([self.sock], [], [], timeout)[0])
+
+    def recv_for(self, seconds, beat_every=None, version=0):
+        """Every Envelope (heartbeats included) received for `seconds`, sending a Heartbeat at
+        `version` every `beat_every` seconds meanwhile (a live data plane). Stops early when the
+        connection ends: then the last element is the Closed exception."""
+        out, deadline, next_beat = [], time.monotonic() + seconds, time.monotonic()
+        while time.monotonic() < deadline:
+            if beat_every is not None and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat_every
+                try:
+                    self.send(heartbeat=messages().Heartbeat(version=version))
+                except OSError as e:
+                    out.append(Closed(f"send failed: {e!r}"))
+                    return out
+            if not self.readable(0.05):
+                continue
+            try:
+                env = messages().Envelope()
+                env.ParseFromString(self.recv_frame())
+                out.append(env)
+            except (Closed, OSError) as e:
+                out.append(e if isinstance(e, Closed) else Closed(repr(e)))
+                return out
+        return out
+
     def close(self):
         try:
             self.sock.close()
         except OSError:
             pass
+
+
+class HealthyPeer(threading.Thread):
+    """A well-behaved data plane on its own thread: Hello (fresh store), ACKs every delta and
+    snapshot, heartbeats every 0.3 s. .acked is the last version it acknowledged; .error what
+    ended it unexpectedly. Used to show that another data plane's misbehaviour disturbs no one."""
+
+    def __init__(self, connect, hello):
+        super().__init__(daemon=True)
+        self.connect, self.hello_fields = connect, hello
+        self.acked, self.error, self.welcomed = -1, None, threading.Event()
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        pb = messages()
+        try:
+            peer = self.connect()
+            peer.send(hello=pb.Hello(**self.hello_fields))
+            while not self.stop_flag.is_set():
+                for env in peer.recv_for(0.3, beat_every=0.3, version=max(self.acked, 0)):
+                    if isinstance(env, Closed):
+                        raise env
+                    kind = env.WhichOneof("body")
+                    if kind == "welcome":
+                        self.welcomed.set()
+                    elif kind == "delta":
+                        peer.send(ack=pb.Ack(nonce=env.delta.nonce,
+                                             applied_version=env.delta.to_version))
+                        self.acked = env.delta.to_version
+                    elif kind == "snapshot_end":
+                        peer.send(ack=pb.Ack(nonce=env.snapshot_end.nonce,
+                                             applied_version=env.snapshot_end.version,
+                                             config_digest=env.snapshot_end.config_digest))
+                        self.acked = env.snapshot_end.version
+                    elif kind == "error":
+                        raise Closed(f"error from the control plane: {env.error.message}")
+            peer.close()
+        except Exception as e:  # noqa: BLE001 - reported to the test through .error
+            self.error = e
+
+    def wait_acked(self, version, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.error is None:
+            if self.acked >= version:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(10)
