@@ -9,6 +9,7 @@
 #include "cp.h"
 #include "dp.h"
 #include "log.h"
+#include "status_cmd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: tollgate [-c tollgate.conf] <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %s %-12s %s\n", commands[i].group, commands[i].verb, commands[i].help);
+    fprintf(out, "  status           [--json]: state of the CP or DP running with this prefix\n");
     fprintf(out, "  version          print the version\n");
 }
 
@@ -74,6 +76,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tollgate: log_level must be one of debug, info, notice, warn, error\n");
         return 1;
     }
+    /* One word, no group: asks whichever plane runs with this prefix (control socket). */
+    if (strcmp(argv[i], "status") == 0) return tg_status_cmd_run(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
     for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
         if (strcmp(argv[i], commands[c].group) == 0 && i + 1 < argc &&
             strcmp(argv[i + 1], commands[c].verb) == 0)

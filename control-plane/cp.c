@@ -6,6 +6,7 @@
 #include "cp.h"
 #include "cluster_ca.h"
 #include "cluster_server.h"
+#include "cp_ctl.h"
 #include "cp_session.h"
 #include "join.h"
 #include "admin.h"
@@ -45,6 +46,7 @@ typedef struct cp_state {
     bool purge_running;
     tg_cluster_ca_t *ca;
     tg_cluster_server_t *cluster;
+    tg_cp_ctl_t ctl; /* the control socket: `tollgate status` (cp_ctl.h) */
 } cp_state_t;
 
 /* ---------------------------------------------------------------- database bootstrap */
@@ -258,6 +260,7 @@ static void on_purge_timer(uv_timer_t *t)
 static void shutdown_loop(cp_state_t *cp)
 {
     tg_cluster_server_stop(cp->cluster); /* before the workers: its jobs finish as they stop */
+    tg_cp_ctl_close(&cp->ctl);           /* likewise: a queued status job is answered, unsent */
     for (int i = 0; i < cp->nservers; i++) tg_http_server_close(cp->servers[i]);
     cp->nservers = 0;
     uv_handle_t *handles[] = {(uv_handle_t *)&cp->purge_timer, (uv_handle_t *)&cp->sigint,
@@ -287,6 +290,9 @@ int tg_cp_cmd_start(int argc, char **argv)
         return -TG_ECONFIG;
     }
     gethostname(cp.admin.hostname, sizeof(cp.admin.hostname) - 1);
+    cp.ctl.admin = &cp.admin;
+    int ctl_rc = tg_cp_ctl_open(&cp.ctl); /* first: a second CP on this prefix stops here */
+    if (ctl_rc) return ctl_rc;
     int rc = tg_cp_session_open(&cp.session);
     if (!rc) rc = tg_cp_load_keyring(cp.admin.keyring);
     if (!rc) rc = default_cp_id(db, cp.admin.cp_id);
@@ -297,6 +303,7 @@ int tg_cp_cmd_start(int argc, char **argv)
         rc = start_admin(&cp);
         if (!rc) rc = start_status(&cp);
         if (!rc) rc = start_cluster(&cp, db);
+        if (!rc) rc = tg_cp_ctl_start(&cp.ctl, &cp.loop);
         if (rc) shutdown_loop(&cp);
     }
     if (!rc) {
@@ -311,6 +318,7 @@ int tg_cp_cmd_start(int argc, char **argv)
         TG_LOGN("cp", "control plane %s ready (node %s)", cp.admin.cp_id, cp.admin.node_id);
         uv_run(&cp.loop, UV_RUN_DEFAULT);
     }
+    tg_cp_ctl_close(&cp.ctl); /* when start-up failed before the loop had it */
     uv_run(&cp.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     uv_loop_close(&cp.loop);
     if (cp.admin_ssl) SSL_CTX_free(cp.admin_ssl);

@@ -1,10 +1,12 @@
 /*
- * dp.c — the data plane's commands: `dp start` (control thread, workers, status listener,
- * signals) and `dp reload`. The main thread is the control thread: it loads configuration,
- * writes the store, compiles generations and publishes them to the workers (worker.h), runs
- * the control plane sync client (sync_client.h) and serves status_listen. See dp.h.
+ * dp.c — the data plane's `dp start` (control thread, workers, status listener, control
+ * socket, signals); `dp reload` is the control socket's client (dp_ctl.c). The main thread
+ * is the control thread: it loads configuration, writes the store, compiles generations and
+ * publishes them to the workers (worker.h), runs the control plane sync client
+ * (sync_client.h) and serves status_listen. See dp.h.
  */
 #include "dp.h"
+#include "dp_ctl.h"
 #include "alloc.h"
 #include "config.h"
 #include "crypto.h"
@@ -44,6 +46,7 @@ typedef struct dp {
     bool cluster;          /* enrolled or cluster_control_plane set: sync from a control plane */
     tg_sync_client_t *sync;
     char *pid_path;
+    tg_dp_ctl_t ctl; /* the control socket: status, reload (dp_ctl.h) */
 } dp_t;
 
 /* ---------------------------------------------------------------- generations */
@@ -90,12 +93,12 @@ static int load_initial(dp_t *dp)
     return 0;
 }
 
-static void reload(dp_t *dp)
+static int reload(dp_t *dp)
 {
     if (!dp->decl_path) {
         TG_LOGN("dp", "SIGHUP: nothing to reload without declarative_config (%s)",
                 dp->cluster ? "the control plane pushes changes" : "not enrolled either");
-        return;
+        return -TG_ENOTFOUND;
     }
     TG_LOGN("dp", "SIGHUP: reloading %s", dp->decl_path);
     tg_generation_t *g = NULL;
@@ -112,6 +115,13 @@ static void reload(dp_t *dp)
         publish(dp, g);
         dp->status.reloads_ok++;
     }
+    return rc;
+}
+
+/* `tollgate dp reload` over the control socket: the same path as SIGHUP. */
+static int ctl_reload(void *ud)
+{
+    return reload(ud);
 }
 
 /* ---------------------------------------------------------------- signals */
@@ -119,6 +129,7 @@ static void reload(dp_t *dp)
 static void shutdown_dp(dp_t *dp)
 {
     tg_sync_client_stop(dp->sync); /* its handles finish closing while the loop drains */
+    tg_dp_ctl_close(&dp->ctl);
     tg_dp_status_close(&dp->status);
     uv_handle_t *handles[] = {(uv_handle_t *)&dp->sigint, (uv_handle_t *)&dp->sigterm,
                               (uv_handle_t *)&dp->sighup};
@@ -307,12 +318,17 @@ int tg_dp_cmd_start(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&dp.loop);
     int rc = read_settings(&dp);
+    dp.ctl = (tg_dp_ctl_t){.status = &dp.status, .decl_path = dp.decl_path, .reload = ctl_reload,
+                           .reload_ud = &dp};
+    if (!rc) rc = tg_dp_ctl_open(&dp.ctl); /* first: a second DP on this prefix stops here */
     if (!rc) rc = open_store(&dp);
     if (!rc) rc = load_initial(&dp);
     if (!rc) rc = tls_contexts(&dp);
     if (!rc) rc = start_workers(&dp);
     if (!rc) rc = tg_dp_status_listen(&dp.status, &dp.loop);
     if (!rc) rc = start_sync(&dp);
+    dp.ctl.store = dp.store;
+    if (!rc) rc = tg_dp_ctl_start(&dp.ctl, &dp.loop);
     if (!rc) {
         start_signals(&dp);
         write_pid(&dp);
@@ -324,27 +340,5 @@ int tg_dp_cmd_start(int argc, char **argv)
     teardown(&dp);
     uv_loop_close(&dp.loop);
     TG_LOGN("dp", "stopped");
-    return rc;
-}
-
-int tg_dp_cmd_reload(int argc, char **argv)
-{
-    char *path = tg_config_prefix_path("dp.pid");
-    FILE *f = fopen(path, "r");
-    int pid = 0;
-    if (f && fscanf(f, "%d", &pid) != 1) pid = 0;
-    if (f) fclose(f);
-    int rc = 0;
-    if (pid <= 0) {
-        fprintf(stderr, "tollgate: no running data plane under %s (no %s)\n",
-                tg_config_get(TG_CONF_prefix), path);
-        rc = -TG_ENOTFOUND;
-    } else if (kill(pid, SIGHUP) != 0) {
-        fprintf(stderr, "tollgate: cannot signal data plane %d: %s\n", pid, strerror(errno));
-        rc = -TG_ESYS;
-    } else {
-        printf("reload requested (pid %d)\n", pid);
-    }
-    free(path);
     return rc;
 }

@@ -18,7 +18,9 @@
  */
 int tg_dp_cmd_start(int argc, char **argv);
 
-/* `tollgate dp reload`: asks the running data plane of this prefix to reload (SIGHUP). */
+/* `tollgate dp reload` (dp_ctl.c): asks the data plane running with this prefix, over its
+ * control socket, to re-read declarative_config as SIGHUP does, and prints the outcome;
+ * non-zero when the file was refused (the old configuration stays). */
 int tg_dp_cmd_reload(int argc, char **argv);
 
 /*
