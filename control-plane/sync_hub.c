@@ -23,8 +23,10 @@
 #include "error.h"
 #include "join.h"
 #include "log.h"
+#include "realm_store.h"
 #include "sync_build.h"
 #include "sync_frame.h"
+#include "sync_realms.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -44,6 +46,9 @@
 #define STORE_RETRY_MAX_MS 60000
 #define PURGE_BATCH 5000
 #define PURGE_MAX_BATCHES 20 /* per round: the next round continues */
+/* Realm lookups one DP may have outstanding here; the DP bounds its own, this guards the
+ * database against a DP that does not. */
+#define REALM_JOBS_MAX 256
 
 const double tg_sync_latency_bounds[TG_SYNC_LATENCY_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                                 0.5,   1,    2.5,   5,    10,  30};
@@ -87,6 +92,7 @@ struct tg_sync_session {
     uint64_t beat_window_ms; /* heartbeat flood check: start of the window ... */
     uint32_t beats;          /* ... and heartbeats in it */
     uint64_t deltas_sent, snapshots_sent, nacks;
+    uint32_t realm_jobs; /* realm lookups of this DP being answered */
     int64_t connected_unix;
     tg_sync_payload_t *inflight;
     size_t next_frame;
@@ -185,6 +191,23 @@ static cp_entry_t *cp_get(tg_sync_hub_t *h, const char *cp_id)
     return c;
 }
 
+/* A deleted control plane: its DPs were cut off by the deletion; drop what this node kept for
+ * it (its shared snapshot above all). A job still building one re-creates an empty entry,
+ * which costs nothing. */
+static void payload_unref(tg_sync_payload_t *p);
+static void cp_forget(tg_sync_hub_t *h, const char *cp_id)
+{
+    for (cp_entry_t **p = &h->cps; *p; p = &(*p)->next) {
+        if (strcmp((*p)->cp_id, cp_id) != 0) continue;
+        cp_entry_t *c = *p;
+        if (c->building) return; /* its snapshot job still points at it */
+        *p = c->next;
+        payload_unref(c->snapshot);
+        free(c);
+        return;
+    }
+}
+
 static void cp_learn(tg_sync_hub_t *h, cp_entry_t *c, int64_t version)
 {
     if (version <= c->latest) return;
@@ -212,6 +235,12 @@ typedef struct hub_job {
     int64_t latest, oldest;
     char *csr, *cert;
     char *sql_params[11]; /* the status UPDATE's parameters */
+    /* a realm lookup: the request's fields, copied, and the answer */
+    uint64_t realm_request_id;
+    char realm_id[37];
+    uint8_t realm_digest[32];
+    bool realm_digest_ok;
+    tg_sync_realm_result_t realm_result;
 } hub_job_t;
 
 static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s,
@@ -249,6 +278,7 @@ static void free_job(hub_job_t *j)
         free(j->sql_params[i]);
     free(j->csr);
     free(j->cert);
+    tg_sync_realms_result_clear(&j->realm_result);
     free(j);
 }
 
@@ -800,6 +830,96 @@ static void on_renew(tg_sync_session_t *s, const Tollgate__Sync__V1__RenewReques
     tg_workers_submit(s->hub->o.workers, &j->job);
 }
 
+/* ---------------------------------------------------------------- realm lookups */
+
+static void send_realm_result(tg_sync_session_t *s, tg_sync_realm_result_t *r)
+{
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_REALM_LOOKUP_RESULT;
+    env.realm_lookup_result = r;
+    send_env(s, &env);
+}
+
+static void realm_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    Tollgate__Sync__V1__RealmLookup req = TOLLGATE__SYNC__V1__REALM_LOOKUP__INIT;
+    req.has_request_id = true;
+    req.request_id = j->realm_request_id;
+    req.realm_id = j->realm_id;
+    req.has_key_digest = j->realm_digest_ok;
+    req.key_digest = (ProtobufCBinaryData){j->realm_digest_ok ? 32 : 0, j->realm_digest};
+    tg_sync_realms_answer(db, j->cp_id, &req, &j->realm_result);
+}
+
+static void realm_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_session_t *s = j->s;
+    s->realm_jobs--;
+    if (finish_job(j)) {
+        send_realm_result(s, &j->realm_result);
+        STAT(j->hub, {
+            j->hub->stats.realm_lookups++;
+            if (j->realm_result.error) j->hub->stats.realm_lookup_errors++;
+        });
+    }
+    free_job(j);
+}
+
+/* A DP's realm key lookup: answered from PostgreSQL on the worker pool, for the control
+ * plane of the DP's certificate (never one the DP names). */
+static void on_realm_lookup(tg_sync_session_t *s, const Tollgate__Sync__V1__RealmLookup *m)
+{
+    if (s->state != READY) {
+        send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_PROTOCOL, "realm lookup before Welcome");
+        return;
+    }
+    if (s->realm_jobs >= REALM_JOBS_MAX) {
+        tg_sync_realm_result_t r = TOLLGATE__SYNC__V1__REALM_LOOKUP_RESULT__INIT;
+        r.has_request_id = m->has_request_id;
+        r.request_id = m->request_id;
+        r.realm_id = m->realm_id;
+        r.error = "too many realm lookups in flight";
+        send_realm_result(s, &r);
+        STAT(s->hub, s->hub->stats.realm_lookup_errors++);
+        return;
+    }
+    hub_job_t *j = new_job(s->hub, s, realm_run, realm_done);
+    snprintf(j->cp_id, sizeof(j->cp_id), "%s", s->cp_id);
+    snprintf(j->realm_id, sizeof(j->realm_id), "%s", m->realm_id ? m->realm_id : "");
+    j->realm_request_id = m->request_id;
+    j->realm_digest_ok = m->has_key_digest && m->key_digest.len == 32;
+    if (j->realm_digest_ok) memcpy(j->realm_digest, m->key_digest.data, 32);
+    s->realm_jobs++;
+    tg_workers_submit(s->hub->o.workers, &j->job);
+}
+
+/* Every connected DP drops the cached answers a realm change may have made wrong. */
+static void broadcast_invalidate(tg_sync_hub_t *h, tg_sync_invalidate_t *inv)
+{
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_INVALIDATE;
+    env.invalidate = inv;
+    uint64_t n = 0;
+    for (tg_sync_session_t *s = h->sessions; s; s = s->next) {
+        if (!s->conn || s->state != READY) continue;
+        send_env(s, &env);
+        n++;
+    }
+    STAT(h, h->stats.realm_invalidations += n);
+}
+
+static void on_realms_notify(tg_sync_hub_t *h, const char *payload)
+{
+    tg_sync_invalidate_t inv[2];
+    int n = tg_sync_realms_invalidations(payload, inv);
+    for (int i = 0; i < n; i++) {
+        broadcast_invalidate(h, &inv[i]);
+        tg_sync_realms_invalidate_clear(&inv[i]);
+    }
+}
+
 /* ---------------------------------------------------------------- sessions */
 
 tg_sync_session_t *tg_sync_session_open(tg_sync_hub_t *h, void *conn, const char *node_id,
@@ -861,6 +981,9 @@ void tg_sync_session_receive(tg_sync_session_t *s, const uint8_t *frame, size_t 
             break;
         case TOLLGATE__SYNC__V1__ENVELOPE__BODY_RENEW_REQUEST:
             on_renew(s, env->renew_request);
+            break;
+        case TOLLGATE__SYNC__V1__ENVELOPE__BODY_REALM_LOOKUP:
+            on_realm_lookup(s, env->realm_lookup);
             break;
         case TOLLGATE__SYNC__V1__ENVELOPE__BODY_ERROR:
             TG_LOGW(MOD, "data plane %s reports: %s", s->node_id,
@@ -939,6 +1062,11 @@ static void on_notify(tg_sync_hub_t *h, const PGnotify *n)
             if (strcmp(s->node_id, n->extra + 7) == 0 && s->conn && s->state != CLOSING)
                 send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_REVOKED,
                            "this data plane has been revoked");
+    } else if (strcmp(n->relname, "tollgate_cluster") == 0 &&
+               strncmp(n->extra, "control-plane-deleted:", 22) == 0) {
+        cp_forget(h, n->extra + 22);
+    } else if (strcmp(n->relname, TG_REALM_NOTIFY_CHANNEL) == 0) {
+        on_realms_notify(h, n->extra);
     }
 }
 
@@ -992,7 +1120,7 @@ static void listen_open(tg_sync_hub_t *h)
     free(conninfo);
     PGresult *r = NULL;
     if (PQstatus(h->listen) == CONNECTION_OK)
-        r = PQexec(h->listen, "LISTEN tollgate_config; LISTEN tollgate_cluster");
+        r = PQexec(h->listen, "LISTEN tollgate_config; LISTEN tollgate_cluster; LISTEN " TG_REALM_NOTIFY_CHANNEL);
     bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok || PQsetnonblocking(h->listen, 1) != 0) {
@@ -1005,6 +1133,11 @@ static void listen_open(tg_sync_hub_t *h)
     h->poll.data = h;
     uv_poll_start(&h->poll, UV_READABLE, on_listen_readable);
     catch_up_versions(h);
+    /* Realm changes notified while LISTEN was down are lost: every DP drops its realm answers
+     * (nobody is connected yet at start, so this costs nothing then). */
+    tg_sync_invalidate_t all = TOLLGATE__SYNC__V1__INVALIDATE__INIT;
+    all.has_everything = all.everything = true;
+    broadcast_invalidate(h, &all);
 }
 
 /* ---------------------------------------------------------------- the tick */
@@ -1330,6 +1463,13 @@ char *tg_sync_hub_metrics(void)
             "Sessions closed for sending heartbeats too fast.", st.floods);
     counter(&t, "tollgate_sync_changelog_purged_versions_total",
             "Config versions this node purged from the change log.", st.purged_versions);
+    counter(&t, "tollgate_realm_lookups_total",
+            "Realm key lookups answered for data planes (found or not).", st.realm_lookups);
+    counter(&t, "tollgate_realm_lookup_errors_total",
+            "Realm key lookups answered with an error (database unavailable, too many).",
+            st.realm_lookup_errors);
+    counter(&t, "tollgate_realm_invalidations_total",
+            "Realm cache invalidations sent to data planes.", st.realm_invalidations);
     put(&t,
         "# HELP tollgate_sync_connected_data_planes Data planes connected to this node.\n"
         "# TYPE tollgate_sync_connected_data_planes gauge\n"

@@ -88,6 +88,9 @@ typedef struct tg_sync_hub_stats {
     uint64_t store_retries;               /* pushes re-sent after a NACK_STORE */
     uint64_t ack_timeouts, floods;    /* sessions closed for silence on ACK / heartbeat floods */
     uint64_t purges, purged_versions; /* change-log purge rounds run here, versions deleted */
+    uint64_t realm_lookups;           /* RealmLookups answered (found or not) */
+    uint64_t realm_lookup_errors;     /* ... answered with an error (database down, overload) */
+    uint64_t realm_invalidations;     /* Invalidate messages sent (one per DP per change) */
     int64_t last_purge_unix;          /* wall clock of the last purge round (0: none) */
     uint64_t ack_latency_count;
     double ack_latency_sum_s; /* commit seen by this node -> ACK received */

@@ -15,6 +15,7 @@
 #include "dp_status.h"
 #include "error.h"
 #include "log.h"
+#include "realm_lookup.h"
 #include "sync_client.h"
 #include "tls.h"
 #include "worker.h"
@@ -45,6 +46,7 @@ typedef struct dp {
     const char *decl_path; /* NULL: control-plane mode */
     bool cluster;          /* enrolled or cluster_control_plane set: sync from a control plane */
     tg_sync_client_t *sync;
+    struct tg_realm_lookup *realms; /* realm key lookups over the sync stream (cluster mode) */
     char *pid_path;
     tg_dp_ctl_t ctl; /* the control socket: status, reload (dp_ctl.h) */
 } dp_t;
@@ -129,6 +131,7 @@ static int ctl_reload(void *ud)
 static void shutdown_dp(dp_t *dp)
 {
     tg_sync_client_stop(dp->sync); /* its handles finish closing while the loop drains */
+    tg_realm_lookup_close(dp->realms); /* parked requests get UNAVAILABLE; handles close */
     tg_dp_ctl_close(&dp->ctl);
     tg_dp_status_close(&dp->status);
     uv_handle_t *handles[] = {(uv_handle_t *)&dp->sigint, (uv_handle_t *)&dp->sigterm,
@@ -238,6 +241,38 @@ static int tls_contexts(dp_t *dp)
     return rc;
 }
 
+/* The realm lookup service sends over the sync client, which starts after the workers. */
+static int realm_send(void *ud, uint64_t id, const char *realm_id, const uint8_t digest[32])
+{
+    dp_t *dp = ud;
+    return dp->sync ? tg_sync_client_realm_lookup(dp->sync, id, realm_id, digest) : -TG_ECLOSED;
+}
+
+/* Only a DP with a control plane can ask realms; a standalone one finds its realm sources
+ * unavailable (key-auth answers 503 when nothing else knows the key). */
+static int start_realms(dp_t *dp)
+{
+    if (!dp->cluster) return 0;
+    long entries, stale_s, timeout_ms, in_flight;
+    if (tg_config_int(TG_CONF_realm_cache_size, 1, 100000000, &entries) != 0 ||
+        tg_config_int(TG_CONF_realm_stale_ttl, 0, 30L * 86400, &stale_s) != 0 ||
+        tg_config_int(TG_CONF_realm_lookup_timeout, 1, 600000, &timeout_ms) != 0 ||
+        tg_config_int(TG_CONF_realm_lookups_max, 1, 1000000, &in_flight) != 0) {
+        TG_LOGE("dp", "realm_cache_size, realm_stale_ttl, realm_lookup_timeout and "
+                      "realm_lookups_max must be positive integers (see lib/config.def)");
+        return -TG_ECONFIG;
+    }
+    tg_realm_lookup_opts_t o = {.cache_entries = (size_t)entries,
+                                .stale_ms = (int64_t)stale_s * 1000,
+                                .timeout_ms = timeout_ms,
+                                .max_in_flight = (size_t)in_flight,
+                                .send = realm_send,
+                                .send_ud = dp};
+    dp->realms = tg_realm_lookup_new(&dp->loop, dp->nworkers, &o);
+    dp->status.realms = dp->realms;
+    return dp->realms ? 0 : -TG_ESYS;
+}
+
 static int start_workers(dp_t *dp)
 {
     dp->workers = tg_calloc((size_t)dp->nworkers, sizeof(*dp->workers));
@@ -249,6 +284,7 @@ static int start_workers(dp_t *dp)
         .store = dp->store,
         .log_fd = dp->log_fd,
         .drain_ms = DRAIN_MS,
+        .realms = dp->realms,
     };
     dp->status.workers = dp->workers;
     for (int i = 0; i < dp->nworkers; i++) {
@@ -280,6 +316,7 @@ static int start_sync(dp_t *dp)
         .endpoints = tg_config_get(TG_CONF_cluster_control_plane),
         .publish = on_sync_publish,
         .publish_ud = dp,
+        .realms = dp->realms,
     };
     int rc = tg_sync_client_start(&o, &dp->sync);
     dp->status.sync = dp->sync;
@@ -300,6 +337,7 @@ static void teardown(dp_t *dp)
     tg_sync_client_free(dp->sync); /* before the store it writes */
     for (int i = 0; i < dp->status.nworkers; i++)
         tg_worker_join(&dp->workers[i]);
+    tg_realm_lookup_free(dp->realms); /* after the workers detached from it */
     free(dp->workers);
     tg_generation_unref(dp->gen);
     tg_store_close(dp->store);
@@ -324,6 +362,7 @@ int tg_dp_cmd_start(int argc, char **argv)
     if (!rc) rc = open_store(&dp);
     if (!rc) rc = load_initial(&dp);
     if (!rc) rc = tls_contexts(&dp);
+    if (!rc) rc = start_realms(&dp);
     if (!rc) rc = start_workers(&dp);
     if (!rc) rc = tg_dp_status_listen(&dp.status, &dp.loop);
     if (!rc) rc = start_sync(&dp);

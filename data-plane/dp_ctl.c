@@ -54,30 +54,13 @@ static json_t *store_json(tg_store_t *store)
  */
 static void status_figures(tg_dp_status_t *st, json_t *out)
 {
-    tg_sync_client_status_t cs;
-    if (st->sync) tg_sync_client_status(st->sync, &cs);
     const tg_generation_t *g = st->gen;
-    bool from_sync = g && st->sync && cs.digest[0];
+    tg_dp_served_t s = tg_dp_status_served(st); /* the same figures as /status */
     json_object_set_new(out, "configuration",
-                        json_pack("{s:b,s:I,s:s?}", "loaded", g != NULL, "version",
-                                  (json_int_t)(from_sync ? cs.applied_version
-                                               : g       ? g->version
-                                                         : 0),
-                                  "hash",
-                                  from_sync         ? cs.digest
-                                  : g && g->hash[0] ? g->hash
-                                                    : NULL));
-    json_object_set_new(out, "control_plane",
-                        st->sync
-                            ? json_pack("{s:b,s:s,s:I,s:s?,s:I,s:I,s:I,s:I}", "connected",
-                                        cs.connected, "endpoint", cs.endpoint, "applied_version",
-                                        (json_int_t)cs.applied_version, "last_error",
-                                        cs.last_error[0] ? cs.last_error : NULL, "deltas_applied",
-                                        (json_int_t)cs.deltas_applied, "snapshots_applied",
-                                        (json_int_t)cs.snapshots_applied, "last_apply_at_ms",
-                                        (json_int_t)cs.last_apply_unix_ms, "certificate_expires_at",
-                                        (json_int_t)cs.cert_not_after)
-                            : json_null());
+                        json_pack("{s:b,s:I,s:s?}", "loaded", s.loaded, "version",
+                                  (json_int_t)s.version, "hash", s.loaded ? s.hash : NULL));
+    json_object_set_new(out, "control_plane", tg_dp_status_cluster_json(st));
+    json_object_set_new(out, "realms", tg_dp_status_realms_json(st));
     tg_metrics_t *ms[256];
     int n = st->nworkers < 256 ? st->nworkers : 256;
     for (int i = 0; i < n; i++)

@@ -2,6 +2,7 @@
  * dp_status.c — /status, /status/ready and /metrics of the data plane; see dp_status.h.
  */
 #include "dp_status.h"
+#include "realm_lookup.h"
 #include "alloc.h"
 #include "config.h"
 #include "error.h"
@@ -67,6 +68,31 @@ static json_t *server_json(tg_dp_status_t *st)
                      (json_int_t)(waiting < 0 ? 0 : waiting));
 }
 
+tg_dp_served_t tg_dp_status_served(const tg_dp_status_t *st)
+{
+    tg_sync_client_status_t cs;
+    if (st->sync) tg_sync_client_status(st->sync, &cs);
+    served_t s = served(st, st->sync ? &cs : NULL);
+    tg_dp_served_t out = {.loaded = s.loaded, .version = s.version};
+    snprintf(out.hash, sizeof out.hash, "%s", s.hash);
+    return out;
+}
+
+json_t *tg_dp_status_realms_json(const tg_dp_status_t *st)
+{
+    if (!st->realms) return json_null();
+    tg_realm_lookup_stats_t r = tg_realm_lookup_stats(st->realms);
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I}}", "lookups_sent",
+                     (json_int_t)r.lookups_sent, "results", (json_int_t)r.results, "timeouts",
+                     (json_int_t)r.timeouts, "unavailable", (json_int_t)r.unavailable,
+                     "invalidations", (json_int_t)r.invalidations, "overflow",
+                     (json_int_t)r.overflow, "in_flight", (json_int_t)r.in_flight, "cache",
+                     "entries", (json_int_t)r.cache.entries, "hits", (json_int_t)r.cache.hits,
+                     "negative_hits", (json_int_t)r.cache.negative_hits, "stale_hits",
+                     (json_int_t)r.cache.stale_hits, "misses", (json_int_t)r.cache.misses,
+                     "evictions", (json_int_t)r.cache.evictions);
+}
+
 static json_t *cluster_json(const tg_sync_client_status_t *cs)
 {
     if (!cs) return json_null();
@@ -82,6 +108,13 @@ static json_t *cluster_json(const tg_sync_client_status_t *cs)
                      (json_int_t)cs->cert_not_after);
 }
 
+json_t *tg_dp_status_cluster_json(const tg_dp_status_t *st)
+{
+    tg_sync_client_status_t cs;
+    if (st->sync) tg_sync_client_status(st->sync, &cs);
+    return cluster_json(st->sync ? &cs : NULL);
+}
+
 static void status(tg_http_exchange_t *x, tg_dp_status_t *st)
 {
     tg_sync_client_status_t cs;
@@ -92,6 +125,7 @@ static void status(tg_http_exchange_t *x, tg_dp_status_t *st)
                              "configuration_loaded", s.loaded, "mode", st->mode, "workers",
                              st->nworkers, "control_plane", "connected", st->sync && cs.connected,
                              "cluster", cluster_json(st->sync ? &cs : NULL));
+    json_object_set_new(body, "realms", tg_dp_status_realms_json(st));
     reply_json(x, 200, body);
 }
 
@@ -145,6 +179,24 @@ static void metrics(tg_http_exchange_t *x, tg_dp_status_t *st)
     if (st->sync) tg_sync_client_status(st->sync, &cs);
     served_t s = served(st, st->sync ? &cs : NULL);
     char *sync = sync_metrics(st->sync ? &cs : NULL);
+    if (st->realms) {
+        tg_realm_lookup_stats_t r = tg_realm_lookup_stats(st->realms);
+        char *with = tg_asprintf(
+            "%s# HELP tollgate_dp_realm_lookups_total Realm key lookups sent to the control plane.\n"
+            "# TYPE tollgate_dp_realm_lookups_total counter\ntollgate_dp_realm_lookups_total %llu\n"
+            "# HELP tollgate_dp_realm_unavailable_total Realm lookups nobody could answer (503).\n"
+            "# TYPE tollgate_dp_realm_unavailable_total counter\n"
+            "tollgate_dp_realm_unavailable_total %llu\n"
+            "# HELP tollgate_dp_realm_invalidations_total Invalidations pushed by the control plane.\n"
+            "# TYPE tollgate_dp_realm_invalidations_total counter\n"
+            "tollgate_dp_realm_invalidations_total %llu\n"
+            "# HELP tollgate_dp_realm_cache_entries Realm answers in the control thread's cache.\n"
+            "# TYPE tollgate_dp_realm_cache_entries gauge\ntollgate_dp_realm_cache_entries %zu\n",
+            sync, (unsigned long long)r.lookups_sent, (unsigned long long)r.unavailable,
+            (unsigned long long)r.invalidations, r.cache.entries);
+        free(sync);
+        sync = with;
+    }
     char *extra = tg_asprintf(
         "# HELP tollgate_config_version Config version the data plane serves (0: none).\n"
         "# TYPE tollgate_config_version gauge\ntollgate_config_version %lld\n"

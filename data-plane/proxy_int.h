@@ -55,6 +55,8 @@ enum tg_proxy_state {
     TG_PX_CLOSING,
 };
 
+#define TG_PROXY_REALMS_SEEN 8 /* identity_realms answers remembered per request */
+
 enum tg_proxy_body { TG_PX_BODY_NONE, TG_PX_BODY_LENGTH, TG_PX_BODY_CHUNKED };
 
 typedef struct tg_proxy_exchange {
@@ -68,6 +70,15 @@ typedef struct tg_proxy_exchange {
     char realm_id[TG_REALM_ID_MAX + 1];
     uint8_t realm_digest[32];
     json_t *realm_answers;         /* answers handed to plugins, released with the exchange */
+    /* what each realm answered this request, so a re-run after parking on a later realm
+     * does not ask (and park on) an earlier one again */
+    struct tg_proxy_realm_seen {
+        char realm_id[TG_REALM_ID_MAX + 1];
+        uint8_t digest[32];
+        tg_realm_outcome_t outcome;
+        json_t *answer; /* borrowed from realm_answers */
+    } realm_seen[TG_PROXY_REALMS_SEEN];
+    int nrealm_seen;
     enum tg_proxy_state wait_resume; /* the state to go back to when the answer comes */
     bool wait_was_reading;           /* ... and whether client reads were on */
     char request_id[33];

@@ -48,14 +48,44 @@ static int outcome_rc(tg_proxy_exchange_t *x, tg_realm_outcome_t o, json_t *answ
     return -TG_EDBDOWN;
 }
 
+static struct tg_proxy_realm_seen *seen_find(tg_proxy_exchange_t *x, const char *realm_id,
+                                             const uint8_t d[32])
+{
+    for (int i = 0; i < x->nrealm_seen; i++) {
+        struct tg_proxy_realm_seen *s = &x->realm_seen[i];
+        if (memcmp(s->digest, d, 32) == 0 && strcmp(s->realm_id, realm_id) == 0) return s;
+    }
+    return NULL;
+}
+
+/* Remembers a final answer and hands it out. */
+static int settle(tg_proxy_exchange_t *x, const char *realm_id, const uint8_t d[32],
+                  tg_realm_outcome_t o, json_t *answer, json_t **out)
+{
+    int rc = outcome_rc(x, o, answer, out);
+    if (x->nrealm_seen < TG_PROXY_REALMS_SEEN) {
+        struct tg_proxy_realm_seen *s = &x->realm_seen[x->nrealm_seen++];
+        snprintf(s->realm_id, sizeof s->realm_id, "%s", realm_id);
+        memcpy(s->digest, d, 32);
+        s->outcome = o;
+        s->answer = rc == 0 ? *out : NULL;
+    }
+    return rc;
+}
+
 static int realm_key(void *ud, const char *realm_id, const uint8_t d[32], json_t **answer)
 {
     tg_proxy_conn_t *c = ud;
     tg_proxy_exchange_t *x = &c->x;
+    struct tg_proxy_realm_seen *s = seen_find(x, realm_id, d);
+    if (s) {
+        *answer = s->answer;
+        return s->outcome == TG_REALM_OUT_HIT ? 0 : s->outcome == TG_REALM_OUT_UNKNOWN ? -TG_ENOTFOUND : -TG_EDBDOWN;
+    }
     if (x->realm_parked && memcmp(x->realm_digest, d, 32) == 0 && strcmp(x->realm_id, realm_id) == 0) {
         /* the answer we were parked for */
         x->realm_parked = false;
-        int rc = outcome_rc(x, x->realm_wait.outcome, x->realm_wait.consumer, answer);
+        int rc = settle(x, realm_id, d, x->realm_wait.outcome, x->realm_wait.consumer, answer);
         tg_realm_waiter_reset(&x->realm_wait);
         return rc;
     }
@@ -64,12 +94,11 @@ static int realm_key(void *ud, const char *realm_id, const uint8_t d[32], json_t
     const json_t *cached = NULL;
     tg_realm_outcome_t o = tg_realm_lookup_query(c->w->opts.realms, c->w->index, realm_id, d,
                                                  &x->realm_wait, &cached);
-    if (o == TG_REALM_OUT_PENDING) {
-        x->realm_parked = true;
-        snprintf(x->realm_id, sizeof x->realm_id, "%s", realm_id);
-        memcpy(x->realm_digest, d, 32);
-    }
-    return outcome_rc(x, o, (json_t *)cached, answer);
+    if (o != TG_REALM_OUT_PENDING) return settle(x, realm_id, d, o, (json_t *)cached, answer);
+    x->realm_parked = true;
+    snprintf(x->realm_id, sizeof x->realm_id, "%s", realm_id);
+    memcpy(x->realm_digest, d, 32);
+    return -TG_EAGAIN;
 }
 
 static void on_answer(tg_realm_waiter_t *w)
@@ -109,6 +138,7 @@ void tg_proxy_realm_end(tg_proxy_exchange_t *x)
 {
     tg_realm_waiter_reset(&x->realm_wait);
     x->realm_parked = false;
+    x->nrealm_seen = 0;
     json_decref(x->realm_answers);
     x->realm_answers = NULL;
 }

@@ -24,6 +24,7 @@
 #include "dp_join.h"
 #include "error.h"
 #include "log.h"
+#include "realm_lookup.h"
 
 #include <libwebsockets.h>
 #include <openssl/err.h>
@@ -63,6 +64,7 @@ typedef struct endpoint {
 struct tg_sync_client {
     uv_loop_t *loop;
     tg_sync_apply_t *apply;
+    struct tg_realm_lookup *realms; /* borrowed; NULL: no realm lookups */
     /* <prefix>/cluster */
     char *key_path, *crt_path, *ca_path, *json_path;
     char node_id[64], server_name[256];
@@ -402,6 +404,7 @@ static void conn_ended(tg_sync_client_t *c, struct lws *wsi, const char *reason)
     renew_forget(c);
     uv_timer_stop(&c->beat_timer);
     if (was_connected) c->disconnects++;
+    if (was_connected && c->realms) tg_realm_lookup_ctl_connected(c->realms, false);
     if (!c->stopping) schedule_retry(c, was_connected);
 }
 
@@ -565,21 +568,77 @@ static void on_welcomed(tg_sync_client_t *c)
     uv_timer_start(&c->beat_timer, on_beat, st->heartbeat_ms, st->heartbeat_ms);
     TG_LOGN(MOD, "connected to the control plane at %s (control plane %s, node %s)", c->endpoint,
             st->cp_id, c->node_id);
+    if (c->realms) tg_realm_lookup_ctl_connected(c->realms, true);
     renew_check(c);
+}
+
+/* ---------------------------------------------------------------- realm lookups */
+
+int tg_sync_client_realm_lookup(void *client, uint64_t request_id, const char *realm_id,
+                                const uint8_t digest[32])
+{
+    tg_sync_client_t *c = client;
+    if (!c->active || !c->wsi || !tg_sync_apply_state(c->apply)->welcomed) return -TG_ECLOSED;
+    Tollgate__Sync__V1__RealmLookup m = TOLLGATE__SYNC__V1__REALM_LOOKUP__INIT;
+    m.has_request_id = true;
+    m.request_id = request_id;
+    m.realm_id = (char *)realm_id;
+    m.has_key_digest = true;
+    m.key_digest = (ProtobufCBinaryData){32, (uint8_t *)digest}; /* the digest, never the key */
+    tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
+    env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_REALM_LOOKUP;
+    env.realm_lookup = &m;
+    tg_sync_frame_t f;
+    if (tg_sync_pack(&env, LWS_PRE, &f.buf, &f.frame, &f.len) != 0) return -TG_ETOOBIG;
+    queue_frame(c, f);
+    return 0;
+}
+
+static void on_realm_result(tg_sync_client_t *c, const Tollgate__Sync__V1__RealmLookupResult *r)
+{
+    if (!c->realms || !r->has_request_id) return;
+    tg_realm_lookup_ctl_result(c->realms, r->request_id, r->has_found && r->found, r->consumer_json,
+                               r->has_ttl_s ? r->ttl_s : 0, r->error);
+}
+
+static void on_invalidate(tg_sync_client_t *c, const Tollgate__Sync__V1__Invalidate *m)
+{
+    if (!c->realms) return;
+    /* digests of any other length cannot name a cached key: skipping them is exact */
+    uint8_t(*digests)[32] = tg_calloc(m->n_key_digests ? m->n_key_digests : 1, 32);
+    size_t nd = 0;
+    for (size_t i = 0; i < m->n_key_digests; i++)
+        if (m->key_digests[i].len == 32) memcpy(digests[nd++], m->key_digests[i].data, 32);
+    tg_realm_lookup_ctl_invalidate(c->realms, m->realm_id, (const uint8_t(*)[32])digests, nd,
+                                   (const char *const *)m->consumer_ids, m->n_consumer_ids,
+                                   m->has_everything && m->everything);
+    free(digests);
 }
 
 /* One complete message. TG_SYNC_CLOSE when the connection must end. */
 static int dispatch(tg_sync_client_t *c, const tg_sync_env_t *env)
 {
-    if (env->body_case == TOLLGATE__SYNC__V1__ENVELOPE__BODY_RENEW_RESULT) {
+    switch (env->body_case) {
+    case TOLLGATE__SYNC__V1__ENVELOPE__BODY_RENEW_RESULT:
         on_renew_result(c, env->renew_result);
         return TG_SYNC_CONTINUE;
+    case TOLLGATE__SYNC__V1__ENVELOPE__BODY_REALM_LOOKUP_RESULT:
+        on_realm_result(c, env->realm_lookup_result);
+        return TG_SYNC_CONTINUE;
+    case TOLLGATE__SYNC__V1__ENVELOPE__BODY_INVALIDATE:
+        on_invalidate(c, env->invalidate);
+        return TG_SYNC_CONTINUE;
+    default:
+        break;
     }
     if (env->body_case == TOLLGATE__SYNC__V1__ENVELOPE__BODY_ERROR) {
         const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
             &tollgate__sync__v1__error_code__descriptor, env->error->code);
         note_reason(c, "refused by the control plane: %s: %s", v ? v->name : "ERROR",
                     env->error->message ? env->error->message : "");
+        /* A revoked DP (or one whose control plane is gone) will be refused again: knock
+         * rarely rather than every few seconds. */
+        if (env->error->code == TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_REVOKED) c->attempts = 64;
     }
     bool was = tg_sync_apply_state(c->apply)->welcomed;
     tg_sync_out_t out = {.n = 0};
@@ -756,6 +815,7 @@ int tg_sync_client_start(const tg_sync_client_opts_t *o, tg_sync_client_t **out)
     tg_sync_client_t *c = tg_calloc(1, sizeof(*c));
     *out = NULL;
     c->loop = o->loop;
+    c->realms = o->realms;
     int rc = read_enrolment(c, o->endpoints);
     if (rc == 0) recover_renewal(c);
     if (rc == 0) rc = build_ssl(c);

@@ -50,7 +50,15 @@ typedef struct tg_sync_client_opts {
                                    cluster.json */
     tg_sync_publish_cb publish; /* a new generation to serve (takes the reference) */
     void *publish_ud;
+    /* realm key lookups ride this stream (realm_lookup.h): answers and invalidations are
+     * handed to it, and it is told when the connection comes and goes. Borrowed; NULL: none. */
+    struct tg_realm_lookup *realms;
 } tg_sync_client_opts_t;
+
+/* realm_lookup.h's tg_realm_send_cb (ud = the client): queues a RealmLookup; -TG_ECLOSED
+ * unless a control plane has welcomed us. */
+int tg_sync_client_realm_lookup(void *client, uint64_t request_id, const char *realm_id,
+                                const uint8_t digest[32]);
 
 /* For /status and /metrics. */
 typedef struct tg_sync_client_status {

@@ -816,23 +816,135 @@ static void test_preflight(void **state)
     assert_401(f, "No API key found in request");
 }
 
-static void test_identity_realms(void **state)
+/* A realm for the identity_realms tests: knows "realm-key" (consumer Ariel), parks the first
+ * ask for "slow-key" (-TG_EAGAIN) and answers it on the second, or is unreachable. */
+#define REALM_ID "5e41e000-0000-4000-8000-000000000007"
+#define ARIEL_ID "a41e1000-0000-4000-8000-000000000008"
+#define REALM_KEY_ID "4e70000a-0000-4000-8000-000000000009"
+
+typedef struct fake_realm {
+    bool down;
+    int asked, slow_asks;
+    json_t *answer;
+} fake_realm_t;
+
+static fake_realm_t realm_state;
+
+static int fake_realm_key(void *ud, const char *realm_id, const uint8_t d[32], json_t **answer)
+{
+    fake_t *f = ud;
+    realm_state.asked++;
+    if (strcmp(realm_id, REALM_ID) != 0) return -TG_ENOTFOUND;
+    if (realm_state.down) return -TG_EDBDOWN;
+    uint8_t known[32], slow[32];
+    tg_sha256("realm-key", 9, known);
+    tg_sha256("slow-key", 8, slow);
+    if (memcmp(d, slow, 32) == 0 && realm_state.slow_asks++ == 0) return -TG_EAGAIN;
+    if (memcmp(d, known, 32) != 0 && memcmp(d, slow, 32) != 0) return -TG_ENOTFOUND;
+    char hex[65];
+    tg_hex_encode(d, 32, hex);
+    json_t *a = json_pack("{s:s, s:{s:s}, s:s, s:n, s:{s:s, s:s, s:n}}", "id", REALM_KEY_ID,
+                          "consumer", "id", ARIEL_ID, "key_digest", hex, "expires_at",
+                          "realm_consumer", "id", ARIEL_ID, "username", "Ariel", "custom_id");
+    return give(f, a, answer) == 0 ? (json_decref(a), 0) : -TG_EIO;
+}
+
+static void use_realm(fx_t *f, bool down)
+{
+    memset(&realm_state, 0, sizeof realm_state);
+    realm_state.down = down;
+    f->fake.src.realm_key = fake_realm_key;
+    f->fake.src.realm_ud = &f->fake;
+}
+
+#define REALM_THEN_CP                                                                              \
+    "{\"identity_realms\":[{\"scope\":\"realm\",\"id\":\"" REALM_ID                                 \
+    "\",\"region\":\"us\"},{\"scope\":\"cp\",\"id\":null,\"region\":null}]}"
+#define CP_THEN_REALM                                                                              \
+    "{\"identity_realms\":[{\"scope\":\"cp\"},{\"scope\":\"realm\",\"id\":\"" REALM_ID "\"}]}"
+#define REALM_ONLY "{\"identity_realms\":[{\"scope\":\"realm\",\"id\":\"" REALM_ID "\"}]}"
+
+static void assert_ariel(const fx_t *f, tg_flow_t flow)
+{
+    if (flow != TG_FLOW_CONTINUE)
+        fail_msg("flow %d, answered %d %s", flow, f->r.exit_status,
+                 f->r.exit_body ? f->r.exit_body : "-");
+    assert_string_equal(upstream(f, "X-Consumer-ID"), ARIEL_ID);
+    assert_string_equal(upstream(f, "X-Consumer-Username"), "Ariel");
+    assert_string_equal(upstream(f, "X-Consumer-Custom-ID"), REMOVED);
+    assert_string_equal(upstream(f, "X-Credential-Identifier"), REALM_KEY_ID);
+}
+
+static void test_identity_realms_orders(void **state)
 {
     fx_t *f = *state;
-    /* realm lookups are not wired yet: a realm-only list finds nothing */
-    configure(f, "{\"identity_realms\":[{\"scope\":\"realm\",\"id\":\"" ANON_ID
-                 "\",\"region\":\"eu\"}]}");
+    use_realm(f, false);
+    /* realm then cp: the realm's key, a cp key through the cp entry, unknown 401 */
+    configure(f, REALM_THEN_CP);
+    header(f, "apikey", "realm-key");
+    assert_ariel(f, run(f));
+    reset(f);
+    header(f, "apikey", "alice-key");
+    assert_alice(f, run(f));
+    reset(f);
+    header(f, "apikey", "another_key");
+    assert_401(f, "Unauthorized");
+    reset(f);
+    /* cp then realm: a cp key never asks the realm */
+    configure(f, CP_THEN_REALM);
+    realm_state.asked = 0;
+    header(f, "apikey", "alice-key");
+    assert_alice(f, run(f));
+    assert_int_equal(realm_state.asked, 0);
+    reset(f);
+    header(f, "apikey", "realm-key");
+    assert_ariel(f, run(f));
+    reset(f);
+    /* realm only: a cp key is unknown */
+    configure(f, REALM_ONLY);
     header(f, "apikey", "alice-key");
     assert_401(f, "Unauthorized");
     reset(f);
-    configure(f, "{\"identity_realms\":[{\"scope\":\"realm\",\"id\":\"" ANON_ID
-                 "\",\"region\":null},{\"scope\":\"cp\",\"id\":null,\"region\":null}]}");
+    /* cp only (the default): the realm is never asked */
+    configure(f, "{\"identity_realms\":[]}");
+    realm_state.asked = 0;
+    header(f, "apikey", "realm-key");
+    assert_401(f, "Unauthorized");
+    assert_int_equal(realm_state.asked, 0);
+}
+
+/* A realm lookup that must wait parks the request before anything changes (the key is not
+ * hidden yet), and the re-run gets the answer. */
+static void test_identity_realms_park(void **state)
+{
+    fx_t *f = *state;
+    use_realm(f, false);
+    configure(f, "{\"hide_credentials\":true,\"identity_realms\":[{\"scope\":\"realm\",\"id\":\"" REALM_ID
+                 "\"}]}");
+    header(f, "apikey", "slow-key");
+    assert_int_equal(run(f), TG_FLOW_WAIT);
+    assert_null(upstream(f, "apikey"));
+    assert_ariel(f, run(f));
+    assert_string_equal(upstream(f, "apikey"), REMOVED);
+}
+
+/* Nobody can tell: 503 when only the realm could know the key, a cp key still works, and
+ * a standalone DP (no realm_key at all) is the same as an unreachable realm. */
+static void test_identity_realms_unavailable(void **state)
+{
+    fx_t *f = *state;
+    use_realm(f, true);
+    configure(f, REALM_THEN_CP);
     header(f, "apikey", "alice-key");
     assert_alice(f, run(f));
     reset(f);
-    configure(f, "{\"identity_realms\":[]}"); /* empty means the control plane's keys */
-    header(f, "apikey", "alice-key");
-    assert_alice(f, run(f));
+    header(f, "apikey", "realm-key");
+    assert_exit(f, run(f), 503, "identity realm unavailable", NULL);
+    reset(f);
+    f->fake.src.realm_key = NULL;
+    configure(f, REALM_ONLY);
+    header(f, "apikey", "whatever");
+    assert_exit(f, run(f), 503, "identity realm unavailable", NULL);
 }
 
 static void test_bad_config_refused(void **state)
@@ -963,7 +1075,9 @@ int main(void)
         T(test_lookup_errors),
         T(test_credential_without_consumer),
         T(test_preflight),
-        T(test_identity_realms),
+        T(test_identity_realms_orders),
+        T(test_identity_realms_park),
+        T(test_identity_realms_unavailable),
         T(test_bad_config_refused),
         T(test_identity_store),
     };

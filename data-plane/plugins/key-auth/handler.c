@@ -31,6 +31,8 @@
 #define ERR_NO_API_KEY "No API key found in request"
 #define ERR_INVALID_AUTH_CRED "Unauthorized"
 #define ERR_UNEXPECTED "An unexpected error occurred"
+/* a realm is the only source that could know the key and cannot be asked (issue 5) */
+#define ERR_REALM_UNAVAILABLE "identity realm unavailable"
 
 enum scope { SCOPE_CP, SCOPE_REALM };
 
@@ -57,6 +59,7 @@ enum outcome {
     AUTH_AGAIN, /* waiting for the body */
     AUTH_FAIL,  /* status/message in the attempt; anonymous may still apply */
     AUTH_ERROR, /* a lookup failed: 500, anonymous does not apply (Kong raises) */
+    AUTH_WAIT,  /* parked on a realm lookup: the phase runs again with the answer */
 };
 
 struct attempt {
@@ -271,18 +274,19 @@ static const char *id_of(const json_t *entity)
 }
 
 /*
- * identity_realms entries with scope "realm": the realm cache and the CP lookup over the
- * sync stream (DESIGN §7) are not built yet, so a realm finds nothing and the list goes on
- * to its next entry. This is the one place to plug them in.
+ * identity_realms entries with scope "realm": the realm's answer through the DP's realm cache,
+ * which asks the control plane on a miss (identity.h realm_key): a credential with its
+ * consumer inline, not found, -TG_EAGAIN (parked: the phase runs again), or -TG_EDBDOWN (no
+ * one can tell now). A DP with no control plane (standalone) cannot ask any realm.
  */
 static int realm_credential_lookup(tg_req_t *r, const struct source *realm,
                                    const uint8_t digest[TG_SHA256_LEN], json_t **cred)
 {
-    (void)r;
-    (void)realm;
-    (void)digest;
+    const tg_identity_source_t *ids = r->identity;
     *cred = NULL;
-    return -TG_ENOTFOUND;
+    if (!realm->id) return -TG_ENOTFOUND; /* the schema requires one; nothing to ask */
+    if (!ids || !ids->realm_key) return -TG_EDBDOWN;
+    return ids->realm_key(ids->realm_ud, realm->id, digest, cred);
 }
 
 static int nibble(char ch)
@@ -550,8 +554,10 @@ static bool credential_usable(const tg_req_t *r, const struct cred_slot *e,
     return !e->expires || e->expires_ms > (double)tg_req_start_ms(r);
 }
 
-/* 0 with *cred (and its memo entry), -TG_ENOTFOUND, or the first lookup error when no source
- * had the key. */
+/* 0 with *cred (and its memo entry), -TG_ENOTFOUND, -TG_EAGAIN when a realm lookup parked the
+ * request, or, when no source had the key, the first lookup error, else -TG_EDBDOWN when a
+ * realm could not be asked (sources are tried in order; an unreachable realm is skipped so a
+ * later source may still know the key). */
 static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t **cred,
                            struct cred_slot **info, struct cred_slot *scratch)
 {
@@ -559,13 +565,20 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
     uint8_t digest[TG_SHA256_LEN];
     key_digest(key, digest);
     int first_err = 0;
+    bool unavailable = false;
     for (size_t i = 0; i < c->nsources; i++) {
         json_t *found = NULL;
         int rc;
-        if (c->sources[i].scope == SCOPE_REALM)
+        if (c->sources[i].scope == SCOPE_REALM) {
             rc = realm_credential_lookup(r, &c->sources[i], digest, &found);
-        else
+            if (rc == -TG_EAGAIN) return rc;
+            if (rc == -TG_EDBDOWN) {
+                unavailable = true;
+                continue;
+            }
+        } else {
             rc = ids ? ids->credential_by_digest(ids->ud, digest, &found) : -TG_EINVAL;
+        }
         if (rc == 0) {
             struct cred_slot *e = cred_info(found, scratch);
             if (credential_usable(r, e, digest)) {
@@ -576,7 +589,7 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
         }
         if (rc < 0 && rc != -TG_ENOTFOUND && first_err == 0) first_err = rc;
     }
-    return first_err ? first_err : -TG_ENOTFOUND;
+    return first_err ? first_err : unavailable ? -TG_EDBDOWN : -TG_ENOTFOUND;
 }
 
 /* One X-Consumer-* header: set to the value (borrowed: the request holds the JSON), or
@@ -601,6 +614,12 @@ static void set_consumer(tg_req_t *r, const struct consumer_info *ci, const json
 static enum outcome load_owner(struct attempt *a, const struct cred_slot *e, json_t **consumer)
 {
     const tg_identity_source_t *ids = a->r->identity;
+    /* a realm's answer carries its consumer: realm consumers are not in the DP's store */
+    json_t *inline_consumer = json_object_get(e->cred, "realm_consumer");
+    if (json_is_object(inline_consumer)) {
+        *consumer = inline_consumer;
+        return AUTH_OK;
+    }
     tg_str_t id = e->consumer_id;
     json_t *found = NULL;
     int rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
@@ -623,13 +642,22 @@ static enum outcome authenticate(struct attempt *a)
     tg_str_t key = TG_STR_NULL;
     const char *name;
     enum outcome o = find_key(a, &key, &name);
-    if (o == AUTH_OK && name && a->c->hide_credentials) o = hide_key(a, name);
     if (o != AUTH_OK) return o;
-    if (!name || key.len == 0) return fail(a, 401, ERR_NO_API_KEY);
     json_t *cred = NULL, *consumer = NULL;
     struct cred_slot scratch, *e = NULL;
-    int rc = find_credential(a->r, a->c, key, &cred, &e, &scratch);
+    int rc = name && key.len ? find_credential(a->r, a->c, key, &cred, &e, &scratch) : 0;
+    /* Parked on a realm: nothing may change yet, the phase runs again from the start. */
+    if (rc == -TG_EAGAIN) return AUTH_WAIT;
+    /* Kong hides the key before looking it up; hiding after it is the same to everyone (the
+     * upstream sees the request only afterwards) and keeps the key for a parked re-run. */
+    if (name && a->c->hide_credentials && (o = hide_key(a, name)) != AUTH_OK) return o;
+    if (!name || key.len == 0) return fail(a, 401, ERR_NO_API_KEY);
     if (rc == -TG_ENOTFOUND) return fail(a, 401, ERR_INVALID_AUTH_CRED);
+    if (rc == -TG_EDBDOWN) {
+        a->status = 503; /* not a failed authentication: anonymous does not apply */
+        a->message = ERR_REALM_UNAVAILABLE;
+        return AUTH_ERROR;
+    }
     if (rc < 0) {
         TG_LOGE(MOD, "credential lookup failed: %s", tg_strerror(rc));
         return fail(a, 500, ERR_UNEXPECTED);
@@ -694,6 +722,8 @@ static tg_flow_t ka_access(tg_req_t *r, void *compiled)
         return TG_FLOW_CONTINUE;
     case AUTH_AGAIN:
         return TG_FLOW_AGAIN;
+    case AUTH_WAIT:
+        return TG_FLOW_WAIT;
     case AUTH_FAIL:
         return c->anonymous ? use_anonymous(r, c) : answer(r, c, a.status, a.message);
     default:
