@@ -43,10 +43,11 @@ static void hist_observe(tg_metrics_hist_t *h, int64_t ms)
                           memory_order_relaxed);
 }
 
+/* FNV-1a over a label as stored (its first TG_METRICS_LABEL_MAX - 1 bytes). */
 static uint64_t fnv(uint64_t h, const char *s)
 {
-    for (; s && *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    for (size_t i = 0; s && s[i] && i < TG_METRICS_LABEL_MAX - 1; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
     return (h ^ 0xff) * 1099511628211ULL;
 }
 
@@ -55,32 +56,67 @@ static void copy_label(char *dst, const char *src)
     snprintf(dst, TG_METRICS_LABEL_MAX, "%s", src ? src : "");
 }
 
-static bool series_is(const tg_metrics_series_t *s, const tg_metrics_request_t *r)
+/* A label as stored: at most TG_METRICS_LABEL_MAX - 1 bytes of it. */
+static bool label_is(const char *stored, const char *v)
 {
-    return s->status == r->status &&
-           strncmp(s->route, r->route ? r->route : "", TG_METRICS_LABEL_MAX - 1) == 0 &&
-           strncmp(s->service, r->service ? r->service : "", TG_METRICS_LABEL_MAX - 1) == 0 &&
-           strncmp(s->consumer, r->consumer ? r->consumer : "", TG_METRICS_LABEL_MAX - 1) == 0;
+    return strncmp(stored, v ? v : "", TG_METRICS_LABEL_MAX - 1) == 0;
 }
 
-/* The series of a label set: found, or claimed from an empty slot (linear probing). */
+static bool series_is(const tg_metrics_series_t *s, const tg_metrics_request_t *r,
+                      const char *consumer)
+{
+    return s->status == r->status && label_is(s->route, r->route) &&
+           label_is(s->service, r->service) && label_is(s->consumer, consumer);
+}
+
+/*
+ * Whether this consumer has a label of its own: it has one already, or fewer than
+ * TG_METRICS_CONSUMERS have and it becomes one. The set is at most half full and never
+ * loses an entry, so a probe ends at the consumer or at an empty slot after a few steps.
+ */
+static bool consumer_labelled(tg_metrics_t *m, const char *name)
+{
+    /* compared as the label stores it: two names equal there are one label */
+    uint64_t h = fnv(14695981039346656037ULL, name);
+    const size_t mask = 2 * TG_METRICS_CONSUMERS - 1;
+    for (size_t i = 0;; i++) {
+        struct tg_metrics_consumer *c = &m->consumers[(h + i) & mask];
+        if (!c->name[0]) {
+            if (m->nconsumers >= TG_METRICS_CONSUMERS) return false;
+            c->hash = h;
+            copy_label(c->name, name);
+            m->nconsumers++;
+            return true;
+        }
+        if (c->hash == h && label_is(c->name, name)) return true;
+    }
+}
+
+/* The series of a label set: found, or claimed from an empty slot (linear probing); NULL
+ * when the table already holds TG_METRICS_SERIES_MAX sets. */
 static tg_metrics_series_t *series_for(tg_metrics_t *m, const tg_metrics_request_t *r)
 {
+    const char *consumer = r->consumer && r->consumer[0] && !consumer_labelled(m, r->consumer)
+                               ? TG_METRICS_OTHER
+                               : r->consumer;
     uint64_t h = fnv(fnv(fnv(14695981039346656037ULL ^ (uint64_t)r->status, r->route), r->service),
-                     r->consumer);
-    for (size_t probe = 0; probe < 64; probe++) {
-        tg_metrics_series_t *s = &m->series[(h + probe) % TG_METRICS_SERIES];
+                     consumer);
+    /* at most 3/4 full: an absent set meets an empty slot after a few probes */
+    for (size_t probe = 0;; probe++) {
+        tg_metrics_series_t *s = &m->series[(h + probe) & (TG_METRICS_SERIES - 1)];
         if (!atomic_load_explicit(&s->ready, memory_order_relaxed)) {
+            if (m->nseries >= TG_METRICS_SERIES_MAX) return NULL;
             s->status = r->status;
+            s->hash = h;
             copy_label(s->route, r->route);
             copy_label(s->service, r->service);
-            copy_label(s->consumer, r->consumer);
+            copy_label(s->consumer, consumer);
             atomic_store_explicit(&s->ready, 1, memory_order_release);
+            m->nseries++;
             return s;
         }
-        if (series_is(s, r)) return s;
+        if (s->hash == h && series_is(s, r, consumer)) return s;
     }
-    return NULL;
 }
 
 void tg_metrics_count_request(tg_metrics_t *m, const tg_metrics_request_t *r)
@@ -89,11 +125,30 @@ void tg_metrics_count_request(tg_metrics_t *m, const tg_metrics_request_t *r)
     tg_metrics_series_t *s = series_for(m, r);
     if (s)
         tg_metrics_inc(&s->count);
-    else if (r->status >= 100 && r->status < 600)
-        tg_metrics_inc(&m->overflow_status[r->status / 100]);
+    else
+        tg_metrics_inc(&m->overflow_status[r->status >= 0 && r->status < 600 ? r->status : 0]);
     hist_observe(&m->request_ms, r->request_ms);
     hist_observe(&m->upstream_ms, r->upstream_ms);
     hist_observe(&m->proxy_ms, r->proxy_ms);
+}
+
+/* ---------------------------------------------------------------- process-wide */
+
+static atomic_ulong globals[TG_METRICS_NGLOBAL];
+
+void tg_metrics_global_add(tg_metrics_global_t g, unsigned long n)
+{
+    if (g < TG_METRICS_NGLOBAL) atomic_fetch_add_explicit(&globals[g], n, memory_order_relaxed);
+}
+
+void tg_metrics_global_set(tg_metrics_global_t g, unsigned long v)
+{
+    if (g < TG_METRICS_NGLOBAL) atomic_store_explicit(&globals[g], v, memory_order_relaxed);
+}
+
+unsigned long tg_metrics_global_get(tg_metrics_global_t g)
+{
+    return g < TG_METRICS_NGLOBAL ? atomic_load_explicit(&globals[g], memory_order_relaxed) : 0;
 }
 
 /* ---------------------------------------------------------------- control side */
@@ -164,12 +219,14 @@ static json_t *merge_series(tg_metrics_t *const *ms, size_t n)
             json_int_t prev = json_integer_value(json_object_get(sum, key));
             json_object_set_new(sum, key, json_integer(prev + (json_int_t)ld(&s->count)));
         }
-        for (int c = 1; c < 6; c++) {
-            char key[32];
-            snprintf(key, sizeof(key), "%dxx\x01\x01\x01", c);
+        for (int code = 0; code < 600; code++) {
+            unsigned long v = ld(&ms[w]->overflow_status[code]);
+            if (!v) continue;
+            char key[64];
+            snprintf(key, sizeof(key), "%d\x01%s\x01%s\x01%s", code, TG_METRICS_OTHER,
+                     TG_METRICS_OTHER, TG_METRICS_OTHER);
             json_int_t prev = json_integer_value(json_object_get(sum, key));
-            unsigned long v = ld(&ms[w]->overflow_status[c]);
-            if (v) json_object_set_new(sum, key, json_integer(prev + (json_int_t)v));
+            json_object_set_new(sum, key, json_integer(prev + (json_int_t)v));
         }
     }
     return sum;
@@ -245,6 +302,23 @@ static void render_conns(sb_t *b, tg_metrics_t *const *ms, size_t n)
               waiting < 0 ? 0 : waiting);
 }
 
+static void render_globals(sb_t *b)
+{
+    sb_printf(b,
+              "# HELP tollgate_rate_limiting_errors_total Requests rate-limiting could not count "
+              "(no room for a new counter, or a slot busy too long), by what was done.\n"
+              "# TYPE tollgate_rate_limiting_errors_total counter\n"
+              "tollgate_rate_limiting_errors_total{result=\"proxied\"} %lu\n"
+              "tollgate_rate_limiting_errors_total{result=\"refused\"} %lu\n"
+              "# HELP tollgate_rate_limiting_counter_slots Rate-limiting counter slots mapped "
+              "(28 bytes each), all periods.\n"
+              "# TYPE tollgate_rate_limiting_counter_slots gauge\n"
+              "tollgate_rate_limiting_counter_slots %lu\n",
+              tg_metrics_global_get(TG_METRICS_RL_ERRORS_PROXIED),
+              tg_metrics_global_get(TG_METRICS_RL_ERRORS_REFUSED),
+              tg_metrics_global_get(TG_METRICS_RL_COUNTER_SLOTS));
+}
+
 char *tg_metrics_render(tg_metrics_t *const *ms, size_t n, const char *extra)
 {
     sb_t b = {tg_malloc(16384), 0, 16384};
@@ -260,6 +334,7 @@ char *tg_metrics_render(tg_metrics_t *const *ms, size_t n, const char *extra)
                 "Time spent in the gateway before the request went upstream.",
                 offsetof(tg_metrics_t, proxy_ms));
     render_conns(&b, ms, n);
+    render_globals(&b);
     if (extra) sb_printf(&b, "%s", extra);
     return b.p;
 }

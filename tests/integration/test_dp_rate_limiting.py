@@ -597,3 +597,91 @@ def test_global_instance_shares_counters_across_routes(precedence_dp):
     assert left[1] == left[0] - 1 and left[2] == left[0] - 2, left
     for r in resps:
         assert upstream_headers(echo(r))["x-consumer-username"] == ["gina"]
+
+
+# ------------------------------------------------------------------- many consumers (issue 3)
+
+MANY = 600  # distinct consumers, each limited on its own: several doublings of the table below
+
+
+def many_consumers_config(port, n):
+    out = ['_format_version: "3.0"', "services:", "- name: many",
+           f"  url: http://127.0.0.1:{port}/many", "  routes:", "  - name: many",
+           "    paths: [/many]",
+           '    plugins: [{"name": "key-auth"}, '
+           '{"name": "rate-limiting", "config": {"day": 2, "limit_by": "consumer"}}]',
+           "consumers:"]
+    for i in range(n):
+        out += [f"- username: many-{i}", "  keyauth_credentials:", f"  - key: many-key-{i}"]
+    return "\n".join(out) + "\n"
+
+
+def metric(dp, name):
+    for line in dp.status("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def away_from_day_boundary():
+    """The day windows below must not roll over mid-test: wait out the last minute of a day."""
+    left = 86400 - time.time() % 86400
+    if left < 60:
+        time.sleep(left + 0.05)
+
+
+def day_of(t):
+    return int(t // 86400)
+
+
+def test_many_consumers_each_limited(dp_factory, upstream):
+    """More consumers live in one window than the counter table first holds: it grows
+    (the slots gauge rises), and every consumer is limited on its own counter — none
+    proxied unlimited, none blocked by another's requests."""
+    # a maximum of 1024 makes the first table 128 slots per period: 600 consumers must grow it
+    dp = dp_factory(many_consumers_config(upstream.port, MANY), name="dp-rl-many", workers=2,
+                    env={"TOLLGATE_RATE_LIMITING_COUNTERS_MAX": "1024"})
+    away_from_day_boundary()
+    t0 = time.time()
+    s = requests.Session()
+    s.trust_env = False
+    got = {}
+    for i in range(MANY):
+        got[i] = [s.get(dp.proxy_url + "/many/x", headers={"apikey": f"many-key-{i}"},
+                        timeout=30) for _ in range(3)]
+    s.close()
+    assert day_of(t0) == day_of(time.time()), "the test ran across a day boundary"
+    wrong = {i: [r.status_code for r in rs] for i, rs in got.items()
+             if [r.status_code for r in rs] != [200, 200, 429]}
+    assert not wrong, f"{len(wrong)} consumers not limited on their own, e.g. " \
+                      f"{list(wrong.items())[:5]}"
+    for i in (0, MANY // 2, MANY - 1):  # the headers, too, are each consumer's own
+        assert got[i][0].headers["X-RateLimit-Remaining-Day"] == "1"
+        assert got[i][1].headers["X-RateLimit-Remaining-Day"] == "0"
+        assert got[i][2].headers["Retry-After"]
+    assert metric(dp, "tollgate_rate_limiting_counter_slots") > 6 * 128
+    assert metric(dp, 'tollgate_rate_limiting_errors_total{result="proxied"}') == 0
+    assert "failed to get usage" not in dp.log_text()
+
+
+def test_counter_table_at_its_maximum_warns_and_counts(dp_factory, upstream):
+    """With the table capped below the number of live consumers, the ones without a counter
+    are proxied (fault_tolerant) without rate-limit headers, never silently: a metric counts
+    them and a warning is logged, once per interval rather than once per request."""
+    n = 300
+    dp = dp_factory(many_consumers_config(upstream.port, n), name="dp-rl-capped", workers=2,
+                    env={"TOLLGATE_RATE_LIMITING_COUNTERS_MAX": "64"})
+    away_from_day_boundary()
+    s = requests.Session()
+    s.trust_env = False
+    unlimited = 0
+    for i in range(n):
+        r = s.get(dp.proxy_url + "/many/x", headers={"apikey": f"many-key-{i}"}, timeout=30)
+        assert r.status_code == 200
+        if "X-RateLimit-Remaining-Day" not in r.headers:
+            unlimited += 1
+    s.close()
+    assert unlimited > n - 64 - 1  # at most 64 counters exist
+    assert metric(dp, 'tollgate_rate_limiting_errors_total{result="proxied"}') == unlimited
+    warnings = [line for line in dp.log_text().splitlines() if "failed to get usage" in line]
+    assert 1 <= len(warnings) <= 3, warnings

@@ -14,6 +14,7 @@
 
 #include "crypto.h"
 #include "error.h"
+#include "metrics.h"
 #include "plugin.h"
 #include "plugins/rate-limiting/counters.h"
 
@@ -23,7 +24,7 @@
 #include <string.h>
 
 /* The shared table is made small so that one test can fill it (see test_table_full). */
-#define SHARED_SLOTS 64
+#define SHARED_SLOTS 64 /* four buckets */
 
 #define S(sec) ((int64_t)(sec)*1000)
 #define T_1447_49 S(1754923669) /* 2025-08-11 14:47:49 UTC */
@@ -667,7 +668,7 @@ static void test_concurrent_inserts(void **state)
 {
     (void)state;
     tg_rl_counters_t *c;
-    assert_int_equal(tg_rl_counters_create(1024, &c), 0);
+    assert_int_equal(tg_rl_counters_create(1024, 1024, &c), 0);
     struct keys_arg a = {c, tg_rl_counters_window(TG_RL_MINUTE, T_1450_00)};
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++)
@@ -688,17 +689,17 @@ static void test_concurrent_inserts(void **state)
     tg_rl_counters_destroy(c);
 }
 
-/* A full table refuses new keys; once their window is over, slots are reused. */
+/* A full bucket refuses new keys; once their window is over, slots are reused. */
 static void test_counters_expiry(void **state)
 {
     (void)state;
     tg_rl_counters_t *c;
-    assert_int_equal(tg_rl_counters_create(1, &c), 0); /* rounded up to one probe run: 64 */
+    assert_int_equal(tg_rl_counters_create(1, 1, &c), 0); /* one bucket, no growth */
     tg_rl_window_t w1 = tg_rl_counters_window(TG_RL_SECOND, T_1450_00);
     tg_rl_window_t w2 = tg_rl_counters_window(TG_RL_SECOND, T_1450_00 + S(1));
     tg_rl_counter_t first, h;
     char key[32];
-    for (int i = 0; i < TG_RL_COUNTERS_MAX_PROBE; i++) {
+    for (int i = 0; i < TG_RL_COUNTERS_BUCKET; i++) {
         int n = snprintf(key, sizeof key, "w1-%d", i);
         assert_int_equal(
             tg_rl_counters_acquire(c, TG_RL_SECOND, (tg_str_t){key, (size_t)n}, w1, &h), 0);
@@ -708,7 +709,7 @@ static void test_counters_expiry(void **state)
     assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("one-more"), w1, &h),
                      -TG_ETOOBIG);
     assert_int_equal(tg_rl_counters_acquire(c, TG_RL_MINUTE, TG_STR("one-more"), w1, &h), 0);
-    for (int i = 0; i < TG_RL_COUNTERS_MAX_PROBE; i++) {
+    for (int i = 0; i < TG_RL_COUNTERS_BUCKET; i++) {
         int n = snprintf(key, sizeof key, "w2-%d", i);
         assert_int_equal(
             tg_rl_counters_acquire(c, TG_RL_SECOND, (tg_str_t){key, (size_t)n}, w2, &h), 0);
@@ -717,7 +718,7 @@ static void test_counters_expiry(void **state)
     /* a handle from before the reuse reads 0 and counts nothing into the new key */
     assert_int_equal(tg_rl_counters_get(&first), 0);
     tg_rl_counters_add(&first, 7);
-    for (int i = 0; i < TG_RL_COUNTERS_MAX_PROBE; i++) {
+    for (int i = 0; i < TG_RL_COUNTERS_BUCKET; i++) {
         int n = snprintf(key, sizeof key, "w2-%d", i);
         assert_int_equal(
             tg_rl_counters_acquire(c, TG_RL_SECOND, (tg_str_t){key, (size_t)n}, w2, &h), 0);
@@ -746,12 +747,25 @@ static void test_table_full(void **state)
         if (full) break;
     }
     assert_true(i <= SHARED_SLOTS); /* the table filled up */
+    /* not silently: the request that found no room is counted (and a warning logged) */
+    unsigned long proxied = tg_metrics_global_get(TG_METRICS_RL_ERRORS_PROXIED);
+    assert_true(proxied >= 1);
 
-    req_start(&q, t);
-    assert_int_equal(run(strict, &q), TG_FLOW_DONE);
+    /* the strict instance (another scope, so other keys and buckets): new clients until one
+     * lands in a full bucket, which gets Kong's 500 instead */
+    for (i = 0; i <= SHARED_SLOTS; i++) {
+        snprintf(ip, sizeof ip, "10.0.1.%d", i);
+        req_start(&q, t);
+        q.r.client_ip = tg_str_from(ip);
+        if (run(strict, &q) == TG_FLOW_DONE) break;
+        req_end(&q);
+    }
+    assert_true(i <= SHARED_SLOTS);
     assert_exit_message(&q, 500, "An unexpected error occurred");
     assert_int_equal(q.r.nresponse_headers, 0);
     req_end(&q);
+    assert_int_equal(tg_metrics_global_get(TG_METRICS_RL_ERRORS_REFUSED), 1);
+    assert_int_equal(tg_metrics_global_get(TG_METRICS_RL_ERRORS_PROXIED), proxied);
 
     /* a second later those windows are over: their slots serve new keys */
     pass(strict, t + S(1), "X-RateLimit-Remaining-Second", "9");
@@ -760,10 +774,144 @@ static void test_table_full(void **state)
     handler()->release(strict);
 }
 
+/* ------------------------------------------------------------------ growth */
+
+#define MANY 300000 /* distinct identifiers in one window: well past the 131 072 first slots */
+
+static tg_str_t many_key(char *buf, int i)
+{
+    /* shaped like the plugin's keys: one consumer id per identifier */
+    int n = snprintf(buf, 192,
+                     "ratelimit:" ROUTE_A ":" SERVICE1 ":c%07d-0000-4000-8000-%012d:"
+                     "1754920800000:hour",
+                     i, i);
+    return (tg_str_t){buf, (size_t)n};
+}
+
+/* More identifiers than the first level holds: the table grows, and every identifier keeps
+ * its own exact count (none shares a slot, none is refused). */
+static void test_grows_past_initial(void **state)
+{
+    (void)state;
+    tg_rl_counters_t *c;
+    assert_int_equal(tg_rl_counters_create(TG_RL_COUNTERS_DEFAULT_SLOTS, (size_t)1 << 22, &c), 0);
+    tg_rl_window_t w = tg_rl_counters_window(TG_RL_HOUR, T_1450_00);
+    char buf[192];
+    for (int i = 0; i < MANY; i++) {
+        tg_rl_counter_t h;
+        assert_int_equal(tg_rl_counters_acquire(c, TG_RL_HOUR, many_key(buf, i), w, &h), 0);
+        tg_rl_counters_add(&h, (uint64_t)(i % 7) + 1);
+    }
+    size_t max, cap = tg_rl_counters_capacity(c, TG_RL_HOUR, &max);
+    assert_true(cap > TG_RL_COUNTERS_DEFAULT_SLOTS && cap >= MANY && cap <= 2 * (size_t)MANY * 2);
+    assert_int_equal(max, (size_t)1 << 22);
+    assert_int_equal(tg_rl_counters_capacity(c, TG_RL_MINUTE, NULL), TG_RL_COUNTERS_DEFAULT_SLOTS);
+    for (int i = 0; i < MANY; i++) {
+        tg_rl_counter_t h;
+        assert_int_equal(tg_rl_counters_acquire(c, TG_RL_HOUR, many_key(buf, i), w, &h), 0);
+        assert_int_equal(tg_rl_counters_get(&h), (uint64_t)(i % 7) + 1);
+    }
+    /* the next window reuses the slots in place: no growth beyond what one window needed */
+    tg_rl_window_t w2 = tg_rl_counters_window(TG_RL_HOUR, T_1450_00 + S(3600));
+    for (int i = 0; i < MANY; i++) {
+        tg_rl_counter_t h;
+        assert_int_equal(tg_rl_counters_acquire(c, TG_RL_HOUR, many_key(buf, i), w2, &h), 0);
+        assert_int_equal(tg_rl_counters_get(&h), 0);
+    }
+    assert_int_equal(tg_rl_counters_capacity(c, TG_RL_HOUR, NULL), cap);
+    tg_rl_counters_destroy(c);
+}
+
+struct grow_arg {
+    tg_rl_counters_t *c;
+    tg_rl_window_t w;
+    int start, n;
+    int failed;
+};
+
+/* Every thread counts every identifier once, each starting at another place, so threads
+ * insert new identifiers and grow levels at the same time. */
+static void *grow_worker(void *arg)
+{
+    struct grow_arg *a = arg;
+    char buf[192];
+    for (int k = 0; k < a->n; k++) {
+        tg_rl_counter_t h;
+        if (tg_rl_counters_acquire(a->c, TG_RL_MINUTE, many_key(buf, (a->start + k) % a->n), a->w,
+                                   &h) != 0) {
+            a->failed++;
+            continue;
+        }
+        tg_rl_counters_add(&h, 1);
+    }
+    return NULL;
+}
+
+static void test_grows_concurrently(void **state)
+{
+    (void)state;
+    const int n = 160000;
+    tg_rl_counters_t *c;
+    /* a small first level: several levels are mapped while the threads run */
+    assert_int_equal(tg_rl_counters_create(4096, (size_t)1 << 20, &c), 0);
+    tg_rl_window_t w = tg_rl_counters_window(TG_RL_MINUTE, T_1450_00);
+    pthread_t th[THREADS];
+    struct grow_arg a[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (struct grow_arg){c, w, i * (n / THREADS), n, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, grow_worker, &a[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].failed, 0);
+    }
+    char buf[192];
+    for (int i = 0; i < n; i++) {
+        tg_rl_counter_t h;
+        assert_int_equal(tg_rl_counters_acquire(c, TG_RL_MINUTE, many_key(buf, i), w, &h), 0);
+        if (tg_rl_counters_get(&h) != THREADS)
+            fail_msg("identifier %d counted %llu times", i,
+                     (unsigned long long)tg_rl_counters_get(&h));
+    }
+    assert_true(tg_rl_counters_capacity(c, TG_RL_MINUTE, NULL) >= (size_t)n);
+    tg_rl_counters_destroy(c);
+}
+
+/* At its maximum a table refuses new identifiers (the caller then logs and counts), keeps
+ * counting the ones it holds, and takes new ones again once their windows end. */
+static void test_grows_to_maximum_only(void **state)
+{
+    (void)state;
+    tg_rl_counters_t *c;
+    assert_int_equal(tg_rl_counters_create(64, 256, &c), 0);
+    tg_rl_window_t w = tg_rl_counters_window(TG_RL_SECOND, T_1450_00);
+    char buf[192];
+    int held = 0, refused = 0;
+    for (int i = 0; i < 400; i++) {
+        tg_rl_counter_t h;
+        int rc = tg_rl_counters_acquire(c, TG_RL_SECOND, many_key(buf, i), w, &h);
+        if (rc == 0)
+            held++;
+        else if (rc == -TG_ETOOBIG)
+            refused++;
+        else
+            fail_msg("unexpected %d", rc);
+    }
+    size_t max, cap = tg_rl_counters_capacity(c, TG_RL_SECOND, &max);
+    assert_int_equal(max, 256);
+    assert_int_equal(cap, 256);
+    assert_true(held > 128 && held <= 256);
+    assert_int_equal(held + refused, 400);
+    tg_rl_window_t w2 = tg_rl_counters_window(TG_RL_SECOND, T_1450_00 + S(1));
+    tg_rl_counter_t h;
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, many_key(buf, 399), w2, &h), 0);
+    tg_rl_counters_destroy(c);
+}
+
 int main(void)
 {
     /* before any instance is configured: the plugin's shared table is this small */
-    if (tg_rl_counters_shared_init(SHARED_SLOTS) != 0) return 1;
+    if (tg_rl_counters_shared_init(SHARED_SLOTS, SHARED_SLOTS) != 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_004),
         cmocka_unit_test(test_each_window),
@@ -783,6 +931,9 @@ int main(void)
         cmocka_unit_test(test_threads_limit),
         cmocka_unit_test(test_concurrent_inserts),
         cmocka_unit_test(test_counters_expiry),
+        cmocka_unit_test(test_grows_past_initial),
+        cmocka_unit_test(test_grows_concurrently),
+        cmocka_unit_test(test_grows_to_maximum_only),
         cmocka_unit_test(test_table_full), /* last: it fills the shared table */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

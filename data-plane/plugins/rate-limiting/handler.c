@@ -15,6 +15,7 @@
 #include "error.h"
 #include "headbuf.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin.h"
 
 #include <inttypes.h>
@@ -397,10 +398,37 @@ static int64_t build_headers(const rl_conf_t *c, int64_t now_ms, const struct us
 
 /* ------------------------------------------------------------------ access */
 
+#define WARN_EVERY_MS 10000 /* at most one "failed to get usage" line per this, per process */
+
+/*
+ * Logs a failure at most once per WARN_EVERY_MS with how many it stands for: when the table
+ * is at its maximum every new identifier fails, and a line per request would cost more than
+ * the request (and flood the log). The first thread past the deadline takes it with a CAS.
+ */
+static void warn_failed(int64_t now_ms, int rc)
+{
+    static _Atomic int64_t next_ms;
+    static _Atomic unsigned long unlogged;
+    int64_t due = atomic_load_explicit(&next_ms, memory_order_relaxed);
+    if (now_ms < due || !atomic_compare_exchange_strong(&next_ms, &due, now_ms + WARN_EVERY_MS)) {
+        atomic_fetch_add_explicit(&unlogged, 1, memory_order_relaxed);
+        return;
+    }
+    unsigned long more = atomic_exchange(&unlogged, 0);
+    TG_LOGW(MOD,
+            "failed to get usage: %s (%lu more since the last warning; requests not counted, "
+            "see tollgate_rate_limiting_errors_total)",
+            tg_strerror(rc), more);
+}
+
 static tg_flow_t store_failed(tg_req_t *r, const rl_conf_t *c, int rc)
 {
-    TG_LOGE(MOD, "failed to get usage: %s", tg_strerror(rc));
-    if (c->fault_tolerant) return TG_FLOW_CONTINUE; /* proxied without headers, not counted */
+    warn_failed(tg_req_start_ms(r), rc);
+    if (c->fault_tolerant) { /* proxied without headers, not counted */
+        tg_metrics_global_add(TG_METRICS_RL_ERRORS_PROXIED, 1);
+        return TG_FLOW_CONTINUE;
+    }
+    tg_metrics_global_add(TG_METRICS_RL_ERRORS_REFUSED, 1);
     tg_req_exit(r, 500, ERR_UNEXPECTED, NULL, 0);
     return TG_FLOW_DONE;
 }
