@@ -98,11 +98,10 @@ static void submit_join(tg_cluster_server_t *cs, struct lws *wsi, http_pss_t *ps
     memcpy(j->peer, pss->peer, sizeof(j->peer));
     j->body = pss->body;
     pss->body = NULL;
-    size_t n = cs->endpoints ? json_array_size(cs->endpoints) : 0;
-    j->endpoints = tg_calloc(n ? n : 1, sizeof(char *));
-    for (size_t i = 0; i < n; i++)
-        j->endpoints[i] = json_string_value(json_array_get(cs->endpoints, i));
-    j->nendpoints = n;
+    /* No list of ours: tg_join_handle reads the CP nodes' endpoints from PostgreSQL for each
+     * join, so a DP joining through this node also learns of nodes started after it. */
+    j->endpoints = tg_calloc(1, sizeof(char *));
+    j->nendpoints = 0;
     j->req = (tg_join_http_req_t){
         j->method,     j->path, j->query[0] ? j->query : NULL, j->auth[0] ? j->auth : NULL, j->body,
         pss->body_len, j->peer};

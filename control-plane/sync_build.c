@@ -383,10 +383,13 @@ static void chunk_add(chunker_t *ck, change_t *c)
 static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, chunker_t *ck,
                          tg_config_digest_t *digest, char *err, size_t errlen)
 {
-    char sql[320], after[40] = "00000000-0000-0000-0000-000000000000";
+    char sql[384], after[40] = "00000000-0000-0000-0000-000000000000";
+    /* ORDER BY the table's column, qualified: the select list has an `id::text` output column
+     * also named id, and an unqualified ORDER BY id would sort by that text, which no index
+     * serves, so every page would scan and sort the whole table (quadratic at 1M keys). */
     snprintf(sql, sizeof(sql),
-             "SELECT %s FROM %s WHERE cp_id = $1 AND id > $2::uuid ORDER BY id LIMIT %d",
-             select_cols(s), s->name, FETCH_ROWS);
+             "SELECT %s FROM %s WHERE cp_id = $1 AND id > $2::uuid ORDER BY %s.id LIMIT %d",
+             select_cols(s), s->name, s->name, FETCH_ROWS);
     for (;;) {
         const char *p[] = {cp_id, after};
         tg_db_err_t e;

@@ -241,6 +241,7 @@ typedef struct hub_job {
     uint8_t realm_digest[32];
     bool realm_digest_ok;
     tg_sync_realm_result_t realm_result;
+    json_t *endpoints; /* the CP nodes' endpoints, re-read with each touch */
 } hub_job_t;
 
 static hub_job_t *new_job(tg_sync_hub_t *h, tg_sync_session_t *s,
@@ -279,6 +280,7 @@ static void free_job(hub_job_t *j)
     free(j->csr);
     free(j->cert);
     tg_sync_realms_result_clear(&j->realm_result);
+    json_decref(j->endpoints);
     free(j);
 }
 
@@ -1160,12 +1162,16 @@ static void touch_run(tg_job_t *job, tg_db_t *db)
 {
     hub_job_t *j = (hub_job_t *)job;
     j->rc = tg_cluster_nodes_touch(db, j->hub->o.node_id);
+    if (j->rc == 0) j->endpoints = tg_cluster_nodes_endpoints(db);
 }
 
+/* Welcome lists every CP node seen lately, not only those up when this node started: a DP
+ * must be able to fail over to a node started after it joined. */
 static void touch_done(tg_job_t *job)
 {
     hub_job_t *j = (hub_job_t *)job;
-    finish_job(j);
+    if (finish_job(j) && j->endpoints && json_array_size(j->endpoints) > 0)
+        tg_sync_hub_set_endpoints(j->hub, j->endpoints);
     free_job(j);
 }
 
