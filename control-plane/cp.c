@@ -4,6 +4,7 @@
  * clean shutdown on SIGINT/SIGTERM), migrate, and admin-token.
  */
 #include "cp.h"
+#include "bootstrap_token.h"
 #include "cluster_ca.h"
 #include "cluster_server.h"
 #include "cp_ctl.h"
@@ -296,6 +297,7 @@ int tg_cp_cmd_start(int argc, char **argv)
     int rc = tg_cp_session_open(&cp.session);
     if (!rc) rc = tg_cp_load_keyring(cp.admin.keyring);
     if (!rc) rc = default_cp_id(db, cp.admin.cp_id);
+    if (!rc) rc = tg_bootstrap_token_ensure(db); /* before DPs can reach cluster_listen */
     load_node_id(cp.admin.node_id);
     uv_loop_init(&cp.loop);
     if (!rc) {

@@ -11,6 +11,7 @@ PACKAGES=(
   postgresql postgresql-contrib
   python3 python3-pytest python3-requests python3-psycopg2 python3-matplotlib
   curl procps iproute2 wrk nginx-light haproxy
+  debootstrap  # deploy/build-base-image.sh: the Debian base of the compose images (no registry)
 )
 
 missing=()
