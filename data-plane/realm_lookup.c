@@ -90,7 +90,11 @@ struct tg_realm_lookup {
     uint64_t next_id;
     atomic_bool connected;
     bool ever_disconnected;
-    tg_realm_lookup_stats_t stats;
+    tg_realm_lookup_stats_t stats; /* control thread only */
+    /* Requests a worker refused because it already waits on max_in_flight keys: they get 503
+     * without the control thread hearing of them, so the workers count them here (relaxed:
+     * a statistic, read by the status thread). */
+    atomic_uint_fast64_t worker_overflow;
 };
 
 static int64_t now_ms(void)
@@ -211,7 +215,10 @@ tg_realm_outcome_t tg_realm_lookup_query(tg_realm_lookup_t *l, int worker, const
     }
     struct tg_realm_pending **pp = pending_find(ws, realm_id, digest);
     if (!*pp) {
-        if (ws->npending >= l->opts.max_in_flight) return TG_REALM_OUT_UNAVAILABLE;
+        if (ws->npending >= l->opts.max_in_flight) {
+            atomic_fetch_add_explicit(&l->worker_overflow, 1, memory_order_relaxed);
+            return TG_REALM_OUT_UNAVAILABLE;
+        }
         struct tg_realm_pending *p = tg_calloc(1, sizeof *p);
         copy_realm(p->realm, realm_id);
         memcpy(p->digest, digest, 32);
@@ -613,6 +620,8 @@ void tg_realm_lookup_ctl_invalidate(tg_realm_lookup_t *l, const char *realm_id,
 tg_realm_lookup_stats_t tg_realm_lookup_stats(const tg_realm_lookup_t *l)
 {
     tg_realm_lookup_stats_t s = l->stats;
+    uint64_t refused = atomic_load_explicit(&l->worker_overflow, memory_order_relaxed);
+    s.unavailable += refused; /* every 503 counts; `overflow` stays the control thread's bound */
     s.in_flight = l->nflights;
     s.cache = tg_realm_cache_stats(l->cache);
     return s;

@@ -928,8 +928,9 @@ static void test_identity_realms_park(void **state)
     assert_string_equal(upstream(f, "apikey"), REMOVED);
 }
 
-/* Nobody can tell: 503 when only the realm could know the key, a cp key still works, and
- * a standalone DP (no realm_key at all) is the same as an unreachable realm. */
+/* An unreachable realm: a cp key still works; a key the reachable cp source does not know is
+ * 401; 503 only when every source is an unreachable realm (nobody could tell), as on a
+ * standalone DP (no realm_key at all). */
 static void test_identity_realms_unavailable(void **state)
 {
     fx_t *f = *state;
@@ -938,6 +939,10 @@ static void test_identity_realms_unavailable(void **state)
     header(f, "apikey", "alice-key");
     assert_alice(f, run(f));
     reset(f);
+    header(f, "apikey", "realm-key");
+    assert_401(f, "Unauthorized");
+    reset(f);
+    configure(f, REALM_ONLY);
     header(f, "apikey", "realm-key");
     assert_exit(f, run(f), 503, "identity realm unavailable", NULL);
     reset(f);

@@ -555,9 +555,10 @@ static bool credential_usable(const tg_req_t *r, const struct cred_slot *e,
 }
 
 /* 0 with *cred (and its memo entry), -TG_ENOTFOUND, -TG_EAGAIN when a realm lookup parked the
- * request, or, when no source had the key, the first lookup error, else -TG_EDBDOWN when a
- * realm could not be asked (sources are tried in order; an unreachable realm is skipped so a
- * later source may still know the key). */
+ * request, or, when no source had the key, the first lookup error. Sources are tried in order
+ * and an unreachable realm is skipped, so a later source may still know the key; when none
+ * does, the key is unknown (401) if any source could answer, and -TG_EDBDOWN (503) only when
+ * every source was an unreachable realm: nobody could tell (issue 5). */
 static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t **cred,
                            struct cred_slot **info, struct cred_slot *scratch)
 {
@@ -565,7 +566,7 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
     uint8_t digest[TG_SHA256_LEN];
     key_digest(key, digest);
     int first_err = 0;
-    bool unavailable = false;
+    bool unavailable = false, answered = false;
     for (size_t i = 0; i < c->nsources; i++) {
         json_t *found = NULL;
         int rc;
@@ -579,6 +580,7 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
         } else {
             rc = ids ? ids->credential_by_digest(ids->ud, digest, &found) : -TG_EINVAL;
         }
+        answered = true;
         if (rc == 0) {
             struct cred_slot *e = cred_info(found, scratch);
             if (credential_usable(r, e, digest)) {
@@ -589,7 +591,7 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
         }
         if (rc < 0 && rc != -TG_ENOTFOUND && first_err == 0) first_err = rc;
     }
-    return first_err ? first_err : unavailable ? -TG_EDBDOWN : -TG_ENOTFOUND;
+    return first_err ? first_err : unavailable && !answered ? -TG_EDBDOWN : -TG_ENOTFOUND;
 }
 
 /* One X-Consumer-* header: set to the value (borrowed: the request holds the JSON), or
