@@ -439,6 +439,46 @@ def test_revocation_reaches_every_data_plane_within_a_second(world):
         assert statuses(dp, path, k3) == {200}, dp.name  # another consumer of the realm
 
 
+# ---------------------------------------------------------------- rate limiting
+
+
+def test_rate_limiting_counts_each_realm_consumer_apart(world):
+    """Realm consumers get the same headers as CP consumers, and rate-limiting keyed by consumer
+    counts each of them on its own (issue 5 item 6): two realm consumers and a CP consumer on
+    one route limited to 3 per minute each."""
+    seed(world)
+    cp, dp, realm_id = world["cp"], world["dp"], world["realm"]["id"]
+    route = guarded_route(cp.admin, "", "rl-realm", "/rl-realm", world["up"], ["realm", "cp"],
+                          realm_id)
+    ok(cp.admin.post(f"/routes/{route['id']}/plugins", json={
+        "name": "rate-limiting", "config": {"minute": 3, "limit_by": "consumer",
+                                            "policy": "local"}}))
+    a, b = new_consumer(cp, realm_id, "rl-a"), new_consumer(cp, realm_id, "rl-b")
+    key_a, _ = new_key(cp, realm_id, a["id"])
+    key_b, _ = new_key(cp, realm_id, b["id"])
+    # the plugin arrived when a request past the limit is refused
+    wait_for(lambda: [get(dp, "/rl-realm", "local-key").status_code for _ in range(4)][-1] == 429,
+             15, interval=0.1, what="rate-limiting on /rl-realm")
+
+    for key, who in ((key_a, a), (key_b, b)):
+        seen = []
+        for i in range(4):
+            r = get(dp, "/rl-realm", key)
+            seen.append(r.status_code)
+            if r.status_code == 200:
+                assert upstream_header(r, "X-Consumer-ID") == who["id"]
+                assert upstream_header(r, "X-Consumer-Username") == who["username"]
+                assert r.headers["X-RateLimit-Limit-Minute"] == "3"
+                assert r.headers["X-RateLimit-Remaining-Minute"] == str(2 - i)
+        # a minute boundary between the requests would reset the window: allow that one case
+        assert seen in ([200, 200, 200, 429], [200, 200, 200, 200]), (who["username"], seen)
+        if seen[-1] == 429:
+            r = get(dp, "/rl-realm", key)
+            assert r.status_code == 429
+            assert r.json()["message"] == "API rate limit exceeded"
+            assert int(r.headers["Retry-After"]) >= 1
+
+
 # ---------------------------------------------------------------- the control plane down
 
 
