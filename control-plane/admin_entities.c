@@ -10,6 +10,7 @@
 #include "admin_request.h"
 #include "alloc.h"
 #include "crypto.h"
+#include "error.h"
 #include "form.h"
 
 #include <stdio.h>
@@ -233,10 +234,57 @@ static void foreign_item(tg_admin_req_t *r, const tg_schema_t *s, const tg_field
     json_decref(e);
 }
 
+/*
+ * Kong 3.10 collections Tollgate does not implement. decK (`gateway diff/sync/dump/reset`)
+ * lists every one of them before it does anything and stops at the first 404, so they answer
+ * what is true here: an empty first page (size is checked as for real lists; no offset can be
+ * valid on an empty collection). Creating or addressing one stays refused: 405 with
+ * `Allow: GET` on the collection, 404 below it. docs/compatibility.md lists them.
+ */
+static const char *const unimplemented_collections[] = {
+    "upstreams", "certificates", "ca_certificates", "snis", "vaults",
+    "basic-auths", "hmac-auths", "jwts", "oauth2", "acls", "mtls-auths", NULL,
+};
+
+static int route_unimplemented(tg_admin_req_t *r)
+{
+    size_t i = 0;
+    while (unimplemented_collections[i] && strcmp(unimplemented_collections[i], r->segs[0]) != 0) i++;
+    if (!unimplemented_collections[i] || r->nsegs != 1) return 0;
+    if (!is(r, "GET")) {
+        method_not_allowed(r, "GET, OPTIONS");
+        return 1;
+    }
+    const char *size = tg_admin_query(r, "size"), *offset = tg_admin_query(r, "offset");
+    if (size) {
+        char *end;
+        double d = strtod(size, &end);
+        if (end == size || *end) {
+            tg_dao_fail(&r->dao, TG_API_INVALID_SIZE, "size must be a number", NULL);
+            tg_admin_reply_dao_error(r);
+            return 1;
+        }
+        if (d != (long)d || d < 1 || d > 1000) {
+            tg_dao_fail(&r->dao, TG_API_INVALID_SIZE, "size must be an integer between 1 and 1000", NULL);
+            tg_admin_reply_dao_error(r);
+            return 1;
+        }
+    }
+    if (offset) {
+        char *msg = tg_asprintf("'%s' is not a valid offset: no such page", offset);
+        tg_dao_fail(&r->dao, TG_API_INVALID_OFFSET, msg, NULL);
+        free(msg);
+        tg_admin_reply_dao_error(r);
+        return 1;
+    }
+    tg_admin_reply(r, 200, json_pack("{s:[],s:n}", "data", "next"));
+    return 1;
+}
+
 int tg_admin_route_entities(tg_admin_req_t *r)
 {
     const tg_schema_t *s = r->nsegs >= 1 ? schema_by_path(r->segs[0]) : NULL;
-    if (!s) return 0;
+    if (!s) return r->nsegs >= 1 && route_unimplemented(r);
     if (r->nsegs == 1) {
         if (is(r, "GET")) list(r, s, NULL, NULL);
         else if (is(r, "POST")) write_entity(r, s, NULL, NULL, NULL);

@@ -70,6 +70,9 @@ static void root(tg_admin_req_t *r)
                              "status_listeners", listeners_json(TG_CONF_status_listen), "cluster_listeners",
                              listeners_json(TG_CONF_cluster_listen), "prefix", tg_config_get(TG_CONF_prefix),
                              "rbac", 0, "portal", 0, "pg_database", tg_config_get(TG_CONF_pg_database));
+    /* Kong 3.x's default router; our routes take its fields (no `expression`/`priority`), and
+     * go-kong's tests decide which route/service/plugin cases apply from this key. */
+    json_object_set_new(conf, "router_flavor", json_string("traditional_compatible"));
     json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:{s:o,s:o},s:o,s:{s:i,s:i},s:{s:i}}",
                              "tagline", "Welcome to tollgate", "version", KONG_COMPAT_VERSION, "tollgate_version",
                              TG_VERSION, "edition", "community", "hostname", r->admin->hostname, "node_id",

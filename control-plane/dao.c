@@ -40,6 +40,20 @@ static long long now_s(void)
     return (long long)time(NULL);
 }
 
+/*
+ * The current second rounded up, for reporting a TTL's remaining seconds. Kong answers
+ * floor(expiry - now) with a sub-second clock, so a credential created with ttl=10 reads 9
+ * straight away (go-kong's TestKeyAuthCreateWithTTL relies on it); with whole-second
+ * expiries, floor(expires_at - now) is expires_at - ceil(now). Adding a value read that way
+ * back to this clock gives the same expiry again (updates keep a credential's expiry).
+ */
+static long long now_up_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec + (ts.tv_nsec > 0);
+}
+
 /* ---------------------------------------------------------------- errors */
 
 int tg_dao_fail(tg_dao_t *dao, int code, const char *message, json_t *fields)
@@ -238,7 +252,7 @@ static json_t *row_entity(tg_dao_t *dao, const tg_schema_t *s, PGresult *res, in
         free(pt);
     }
     if (!PQgetisnull(res, row, 2)) {
-        long long left = atoll(PQgetvalue(res, row, 2)) - now_s();
+        long long left = atoll(PQgetvalue(res, row, 2)) - now_up_s();
         json_object_set_new(e, "ttl", json_integer(left > 0 ? left : 0));
     }
     return e;
@@ -554,7 +568,7 @@ static int take_ttl(tg_dao_t *dao, const tg_schema_t *s, const json_t *input, co
     json_t *ttl = json_object_get(input, "ttl");
     *expires_at = 0;
     if (existing && json_is_integer(json_object_get(existing, "ttl")))
-        *expires_at = now_s() + json_integer_value(json_object_get(existing, "ttl"));
+        *expires_at = now_up_s() + json_integer_value(json_object_get(existing, "ttl"));
     if (!s->ttl || !ttl || json_is_null(ttl)) return 0;
     if (!json_is_integer(ttl) || json_integer_value(ttl) < 0) {
         json_t *fields = json_pack("{s:s}", "ttl", "expected a non-negative integer");
@@ -735,7 +749,8 @@ static int drop_expired_duplicate(tg_dao_t *dao, const tg_schema_t *s, const jso
 static int finish(tg_dao_t *dao, const tg_schema_t *s, const json_t *e, long long expires_at, json_t **out)
 {
     json_t *res = json_deep_copy(e);
-    if (s->ttl && expires_at) json_object_set_new(res, "ttl", json_integer(expires_at - now_s()));
+    long long left = expires_at - now_up_s();
+    if (s->ttl && expires_at) json_object_set_new(res, "ttl", json_integer(left > 0 ? left : 0));
     *out = res;
     return 0;
 }
@@ -811,7 +826,7 @@ int tg_dao_update(tg_dao_t *dao, const tg_schema_t *s, const char *id_or_key, co
         json_object_del(in, "id"); /* the id of an existing entity never changes */
         rc = prepare(dao, s, TG_OP_UPDATE, in, stored, &e, &expires_at);
         if (!rc && !json_object_get(input, "ttl") && json_is_integer(json_object_get(existing, "ttl")))
-            expires_at = now_s() + json_integer_value(json_object_get(existing, "ttl"));
+            expires_at = now_up_s() + json_integer_value(json_object_get(existing, "ttl"));
         json_decref(stored);
         json_decref(in);
     }

@@ -272,6 +272,14 @@ static json_t *validate_foreign(const tg_field_t *f, const json_t *v, json_t **o
 {
     const char *k;
     json_t *el, *errs = NULL;
+    json_t *given = json_object_get(v, "id");
+    /* As Kong (validate_primary_key with ignore_others): a reference carrying a valid id may
+     * hold the whole parent entity (go-kong and decK send it so); only the id is kept. */
+    if (json_is_string(given) &&
+        tg_uuid_valid((tg_str_t){json_string_value(given), json_string_length(given)})) {
+        *out = json_pack("{s:O}", "id", given);
+        return NULL;
+    }
     json_object_foreach((json_t *)v, k, el) {
         if (strcmp(k, "id") != 0) {
             if (!errs) errs = json_object();
