@@ -20,7 +20,32 @@
 #include "str.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
+
+/*
+ * key-auth's whole lookup in one call (key_by_digest below): the credential whose key digest
+ * is d, its consumer, and the fields key-auth reads of both, already taken out of the JSON
+ * so the plugin does no lookups of its own. The two entities are handed out exactly as
+ * credential_by_digest and consumer_by_id hand them out (owned by the request); every
+ * tg_str_t borrows from them, so all of it is valid until the request ends.
+ */
+typedef struct tg_identity_key {
+    json_t *credential;
+    json_t *consumer; /* NULL when consumer_rc < 0 */
+    /* 0 with consumer; -TG_ENOTFOUND when the credential names no consumer or the store has
+     * none with its id (Kong goes on without one); another -TG_E* when reading it failed */
+    int consumer_rc;
+    bool digest_ok; /* the credential's key_digest is 64 hex digits, decoded into digest */
+    uint8_t digest[32];
+    bool expires;              /* expires_at is a number (unix seconds) */
+    double expires_ms;         /* expires_at * 1000 */
+    tg_str_t id, consumer_ref; /* the credential's "id" and "consumer"."id"; .p NULL: absent */
+    tg_str_t consumer_id, username, custom_id; /* the consumer's; .p NULL when absent */
+    /* which of those four may be sent as HTTP field values as they are
+     * (tg_http_is_field_value): key-auth passes them upstream as X-Consumer-* headers */
+    bool id_ok, consumer_id_ok, username_ok, custom_id_ok;
+} tg_identity_key_t;
 
 typedef struct tg_identity_source {
     /* The key-auth credential whose key digest is d (32 raw bytes of SHA-256). */
@@ -36,6 +61,11 @@ typedef struct tg_identity_source {
      * cached). NULL where the data plane has no control plane to ask (standalone). */
     int (*realm_key)(void *realm_ud, const char *realm_id, const uint8_t d[32], json_t **answer);
     void *realm_ud;
+    /* Optional (NULL: key-auth uses credential_by_digest then consumer_by_id): the credential
+     * whose key digest is d with its consumer, in one call. 0 with *out filled (also when
+     * only the consumer is missing: out->consumer_rc says so); -TG_ENOTFOUND when there is no
+     * such credential; another -TG_E* when the lookup failed. Same ownership as above. */
+    int (*key_by_digest)(void *ud, const uint8_t d[32], tg_identity_key_t *out);
 } tg_identity_source_t;
 
 #endif

@@ -25,6 +25,13 @@
  * found" are not cached. Bounded: one entry per slot, replaced on collision; a replaced value
  * lives on while requests hold it.
  *
+ * key_by_digest (identity.h), key-auth's lookup: the credential and its consumer in one read
+ * (two B-tree searches, one read transaction), described once (the fields key-auth reads,
+ * borrowed from the two JSON values), and cached as one entry: a repeated key costs one
+ * slot probe and two references, with no JSON lookups anywhere. An answer whose consumer is
+ * missing is cached like any other (a write invalidates it); one whose consumer could not be
+ * read is not.
+ *
  * Threads: the store object, its cache and its reader belong to the request's worker thread.
  * The reader is borrowed and must outlive the object; it must not have a read open during a
  * lookup. A cache is owned by its worker and must outlive the requests that use it.

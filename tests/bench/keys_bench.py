@@ -21,6 +21,10 @@ the load and again after the traffic. RSS is split: RssAnon is the process's own
 RssFile is mostly data.mdb's pages mapped by the readers, i.e. the file counted a second
 time, so the per-key figure uses RssAnon and the table shows both.
 
+--callgrind N adds, for each data plane, instructions and simulated cache misses per request
+(valgrind's callgrind over N seconds of the same traffic, see callgrind()): figures the
+machine's load does not move, for comparing builds on a shared machine.
+
 Prints a Markdown section; --out appends it to a file, --plot writes a PNG.
 """
 import argparse
@@ -154,6 +158,62 @@ def measure(dp, args):
                          "non2xx": non2xx})
 
 
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def callgrind(dp, args, log):
+    """Instructions and simulated cache misses per request, which this shared machine's load
+    does not move (wall-clock figures it does). The data plane is restarted under callgrind
+    serving the store the run loaded (no declarative file: loading a million keys under
+    valgrind would take an hour), instrumentation is switched on only around `--callgrind`
+    seconds of wrk with random keys, after a warm-up, and the totals are divided by the
+    requests wrk reports."""
+    out = os.path.join(os.path.dirname(dp["prefix"]), f"callgrind-{os.path.basename(dp['prefix'])}.out")
+    port = free_port()
+    env = dict(os.environ, TOLLGATE_PREFIX=dp["prefix"], TOLLGATE_PROXY_LISTEN=f"127.0.0.1:{port}",
+               TOLLGATE_STATUS_LISTEN=f"127.0.0.1:{free_port()}", TOLLGATE_WORKER_THREADS="1",
+               TOLLGATE_LOG_LEVEL="warn", TOLLGATE_PROXY_ACCESS_LOG="off")
+    env.pop("TOLLGATE_DECLARATIVE_CONFIG", None)
+    p = start(["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no",
+               f"--callgrind-out-file={out}", args.bin, "dp", "start"], 0, log, env)
+    try:
+        wait_for(lambda: listening(port) or p.poll() is not None, 600, interval=0.5,
+                 what="the data plane under callgrind")
+        if p.poll() is not None:
+            sys.exit(f"the data plane under callgrind exited ({p.returncode}); see {log.name}")
+        url = f"http://127.0.0.1:{port}/"
+        run_wrk(url, 3, 10, dp["keys"])  # warm-up: pools, caches, lazily mapped pages
+        subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True,
+                       capture_output=True)
+        _, total, _, non2xx = run_wrk(url, args.callgrind, 10, dp["keys"])
+        subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True,
+                       capture_output=True)
+    finally:
+        stop(p)  # callgrind writes its totals at exit
+    events = summary = None
+    with open(out) as f:
+        for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith(("summary:", "totals:")):
+                summary = [int(v) for v in line.split()[1:]]
+    ev = dict(zip(events, summary))
+    n = max(total, 1)
+    l1 = sum(ev.get(k, 0) for k in ("I1mr", "D1mr", "D1mw"))
+    ll = sum(ev.get(k, 0) for k in ("ILmr", "DLmr", "DLmw"))
+    dp["cg"] = {"requests": total, "non2xx": non2xx, "ir": ev["Ir"] / n, "l1": l1 / n,
+                "ll": ll / n, "cycles": (ev["Ir"] + 10 * l1 + 100 * ll) / n}
+
+
 def rate_limit_headers(dp):
     """Whether a fresh request still gets X-RateLimit-* headers (a counter was available)."""
     req = urllib.request.Request(f"http://127.0.0.1:{dp['port']}/",
@@ -204,6 +264,15 @@ def report_pair(one, many, args):
     lines = [f"### Rate-limiting by {many['limit_by']}", "",
              f"| | 1 key | {big} keys | ratio |", "|---|---|---|---|"]
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
+    if "cg" in one and "cg" in many:
+        x, y = one["cg"], many["cg"]
+        lines += ["", f"Per request under callgrind ({x['requests']} and {y['requests']} requests, "
+                  f"10 connections; non-2xx {x['non2xx']} and {y['non2xx']}):", "",
+                  f"| per request | 1 key | {big} keys | ratio |", "|---|---|---|---|"]
+        for key, label, fmt in (("ir", "instructions", ".0f"), ("l1", "L1 misses (I + D)", ".0f"),
+                                ("ll", "last-level misses", ".2f"),
+                                ("cycles", "cycle estimate (Ir + 10·L1m + 100·LLm)", ".0f")):
+            lines.append(f"| {label} | {x[key]:{fmt}} | {y[key]:{fmt}} | ×{y[key] / x[key]:.2f} |")
 
     def every(dp, key, fmt):
         return ", ".join(format(r[key], fmt) for r in dp["rounds"])
@@ -288,10 +357,14 @@ def main():
                     help="rate-limiting limit_by values to run, comma-separated "
                          "(consumer: a counter per consumer; service: one for all)")
     ap.add_argument("--work", help="directory for the generated files (default: a temp dir)")
+    ap.add_argument("--callgrind", type=int, default=0, metavar="SECONDS",
+                    help="after the runs, restart each data plane under callgrind and count "
+                         "instructions and cache misses per request over this many seconds")
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args()
-    for tool in ("nginx", "wrk", "taskset"):
+    for tool in ("nginx", "wrk", "taskset") + (("valgrind", "callgrind_control")
+                                               if args.callgrind else ()):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             sys.exit(f"{tool} is not installed (scripts/install-deps.sh installs it)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -322,6 +395,11 @@ def main():
         for dp in dps:
             dp["after_traffic"] = memory(dp)
             dp["rl_headers"] = rate_limit_headers(dp)
+        for dp in dps if args.callgrind else ():
+            stop(dp["proc"])  # the store is not shared with a second data plane
+            callgrind(dp, args, log)
+            print(f"[bench] callgrind, {dp['keys']} keys by {dp['limit_by']}: {dp['cg']}",
+                  file=sys.stderr)
     finally:
         for p in procs:
             try:

@@ -15,9 +15,11 @@
 
 #include "crypto.h"
 #include "error.h"
+#include "http.h"
 #include "identity_store.h"
 #include "plugin.h"
 
+#include <ctype.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +93,49 @@ static int fake_by_username(void *ud, tg_str_t name, json_t **out)
     return find_consumer(ud, "username", name, out);
 }
 
+static tg_str_t jstr(const json_t *obj, const char *name)
+{
+    const json_t *v = json_object_get(obj, name);
+    return json_is_string(v) ? (tg_str_t){json_string_value(v), json_string_length(v)}
+                             : TG_STR_NULL;
+}
+
+/*
+ * key_by_digest over the same fake data, written the plain way (a lookup per field), so the
+ * plugin's one-call path runs every test the classic calls run (setup_keyed).
+ */
+static int fake_key(void *ud, const uint8_t d[32], tg_identity_key_t *out)
+{
+    json_t *cred = NULL;
+    int rc = fake_cred(ud, d, &cred);
+    if (rc < 0) return rc;
+    *out = (tg_identity_key_t){.credential = cred, .consumer_rc = -TG_ENOTFOUND};
+    out->id = jstr(cred, "id");
+    out->consumer_ref = jstr(json_object_get(cred, "consumer"), "id");
+    out->id_ok = out->id.p && tg_http_is_field_value(out->id);
+    tg_str_t hex = jstr(cred, "key_digest");
+    out->digest_ok = hex.len == 64;
+    for (size_t i = 0; out->digest_ok && i < 32; i++)
+        out->digest_ok = sscanf(hex.p + 2 * i, "%2hhx", &out->digest[i]) == 1 &&
+                         isxdigit((unsigned char)hex.p[2 * i]) &&
+                         isxdigit((unsigned char)hex.p[2 * i + 1]);
+    const json_t *exp = json_object_get(cred, "expires_at");
+    out->expires = json_is_number(exp);
+    out->expires_ms = out->expires ? json_number_value(exp) * 1000.0 : 0;
+    if (out->consumer_ref.p) out->consumer_rc = fake_by_id(ud, out->consumer_ref, &out->consumer);
+    if (out->consumer_rc == 0) {
+        out->consumer_id = jstr(out->consumer, "id");
+        out->username = jstr(out->consumer, "username");
+        out->custom_id = jstr(out->consumer, "custom_id");
+        out->consumer_id_ok = out->consumer_id.p && tg_http_is_field_value(out->consumer_id);
+        out->username_ok = out->username.p && tg_http_is_field_value(out->username);
+        out->custom_id_ok = out->custom_id.p && tg_http_is_field_value(out->custom_id);
+    } else {
+        out->consumer = NULL;
+    }
+    return 0;
+}
+
 static json_t *credential(const char *id, const char *consumer_id, const char *key,
                           json_t *expires_at)
 {
@@ -150,6 +195,15 @@ static int setup(void **state)
     fill_request(f);
     f->h = tg_plugin_handler("key-auth");
     *state = f;
+    return 0;
+}
+
+/* The same fixture with the identity source's one-call lookup (key_by_digest) offered. */
+static int setup_keyed(void **state)
+{
+    setup(state);
+    fx_t *f = *state;
+    f->fake.src.key_by_digest = fake_key;
     return 0;
 }
 
@@ -1032,59 +1086,176 @@ static void test_identity_store(void **state)
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+/* key_by_digest over the store: the two entities exactly as stored, the fields key-auth reads
+ * of them, a credential whose consumer is gone, answers reused from the worker's cache until
+ * the next write, and the plugin on top. */
+static void test_key_by_digest_store(void **state)
+{
+    fx_t *f = *state;
+    char root[] = "/tmp/tg-keyauth-XXXXXX", dir[64];
+    assert_non_null(mkdtemp(root));
+    snprintf(dir, sizeof dir, "%s/dp", root);
+    tg_store_t *s = NULL;
+    assert_int_equal(tg_store_open(dir, 0, &s), 0);
+    json_t *alice = json_pack("{s:s, s:s, s:s, s:i, s:n}", "id", ALICE_ID, "username", "alice",
+                              "custom_id", "alice-crm-1", "created_at", 1700000000, "tags");
+    json_t *cred = credential(CRED_ID, ALICE_ID, "alice-key", json_integer(NOW_MS / 1000 + 60));
+    json_object_set_new(cred, "created_at", json_integer(1700000000));
+    json_t *orphan = credential(BOB_CRED_ID, BOB_ID, "orphan-key", NULL); /* no such consumer */
+    tg_store_change_t ents[] = {up("consumers", alice), up("keyauth_credentials", cred),
+                                up("keyauth_credentials", orphan)};
+    tg_store_error_t serr;
+    int rc = tg_store_replace_all(s, 1, ents, 3, &serr);
+    if (rc != 0) fail_msg("replace_all: %d %s", rc, serr.message);
+    tg_store_reader_t reader;
+    assert_int_equal(tg_store_reader_init(s, &reader), 0);
+    tg_identity_cache_t *cache = tg_identity_cache_new();
+    uint8_t d[32], od[32], nd[32];
+    tg_sha256("alice-key", 9, d);
+    tg_sha256("orphan-key", 10, od);
+    tg_sha256("nope", 4, nd);
+
+    json_t *first_cred = NULL, *first_consumer = NULL;
+    for (int round = 0; round < 3; round++) {
+        tg_identity_store_t ids;
+        tg_identity_store_init(&ids, &reader);
+        ids.cache = cache;
+        assert_non_null(ids.source.key_by_digest);
+        tg_identity_key_t k;
+        assert_int_equal(ids.source.key_by_digest(ids.source.ud, d, &k), 0);
+        assert_true(json_equal(k.credential, cred));
+        assert_true(json_equal(k.consumer, alice));
+        assert_int_equal(k.consumer_rc, 0);
+        assert_true(tg_str_eq(k.id, TG_STR(CRED_ID)));
+        assert_true(tg_str_eq(k.consumer_ref, TG_STR(ALICE_ID)));
+        assert_true(tg_str_eq(k.consumer_id, TG_STR(ALICE_ID)));
+        tg_str_t name = tg_str_from(json_string_value(json_object_get(alice, "username")));
+        assert_true(tg_str_eq(k.username, name));
+        assert_true(tg_str_eq(k.custom_id, TG_STR("alice-crm-1")));
+        assert_true(k.digest_ok);
+        assert_memory_equal(k.digest, d, 32);
+        assert_true(k.id_ok && k.consumer_id_ok && k.username_ok && k.custom_id_ok);
+        assert_true(k.expires);
+        assert_true(k.expires_ms == (double)(NOW_MS / 1000 + 60) * 1000.0);
+        if (round == 0) {
+            first_cred = k.credential;
+            first_consumer = k.consumer;
+        } else if (round == 1) { /* the cache's answer: the very same entities */
+            assert_ptr_equal(k.credential, first_cred);
+            assert_ptr_equal(k.consumer, first_consumer);
+        } else { /* read again after the write: the new username */
+            assert_ptr_not_equal(k.consumer, first_consumer);
+        }
+
+        tg_identity_key_t o;
+        assert_int_equal(ids.source.key_by_digest(ids.source.ud, od, &o), 0);
+        assert_int_equal(o.consumer_rc, -TG_ENOTFOUND);
+        assert_null(o.consumer);
+        assert_true(tg_str_eq(o.id, TG_STR(BOB_CRED_ID)));
+        assert_true(tg_str_eq(o.consumer_ref, TG_STR(BOB_ID)));
+        assert_null(o.consumer_id.p);
+        assert_false(o.expires);
+        assert_int_equal(ids.source.key_by_digest(ids.source.ud, nd, &o), -TG_ENOTFOUND);
+        tg_identity_store_end(&ids); /* the cache keeps its own references */
+        if (round == 1) {
+            json_object_set_new(alice, "username", json_string("alice-renamed"));
+            tg_store_change_t rename = up("consumers", alice);
+            assert_int_equal(tg_store_apply(s, 1, 2, &rename, 1, NULL), 0);
+        }
+    }
+
+    /* the plugin on top: the renamed consumer's headers; the orphan goes on without one */
+    tg_identity_store_t ids;
+    tg_identity_store_init(&ids, &reader);
+    ids.cache = cache;
+    f->r.identity = &ids.source;
+    configure(f, "{}");
+    header(f, "apikey", "alice-key");
+    assert_int_equal(run(f), TG_FLOW_CONTINUE);
+    assert_string_equal(upstream(f, "X-Consumer-Username"), "alice-renamed");
+    assert_string_equal(upstream(f, "X-Credential-Identifier"), CRED_ID);
+    tg_req_release(&f->r);
+    tg_identity_store_end(&ids);
+    tg_identity_store_init(&ids, &reader);
+    ids.cache = cache;
+    fill_request(f);
+    f->r.identity = &ids.source;
+    header(f, "apikey", "orphan-key");
+    assert_int_equal(run(f), TG_FLOW_CONTINUE);
+    assert_null(f->r.consumer);
+    assert_string_equal(upstream(f, "X-Consumer-ID"), REMOVED);
+    assert_string_equal(upstream(f, "X-Credential-Identifier"), BOB_CRED_ID);
+    tg_req_release(&f->r);
+    tg_identity_store_end(&ids);
+    fill_request(f);
+
+    tg_identity_cache_free(cache);
+    tg_store_reader_free(&reader);
+    tg_store_close(s);
+    json_decref(alice);
+    json_decref(cred);
+    json_decref(orphan);
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Every test on the fake source runs twice: through the classic calls and through
+ * key_by_digest, which the proxy's identity source offers. */
+#define FAKE_TESTS(X) \
+    X(test_no_key) \
+    X(test_realm_in_www_authenticate) \
+    X(test_header_key) \
+    X(test_unknown_key) \
+    X(test_empty_header_key) \
+    X(test_duplicate_header) \
+    X(test_underscore_dash_equivalence) \
+    X(test_query_key) \
+    X(test_query_percent_encoded) \
+    X(test_query_edge_cases) \
+    X(test_bare_query_name_moves_on) \
+    X(test_header_before_query) \
+    X(test_key_names_in_order) \
+    X(test_key_in_header_false) \
+    X(test_key_in_query_false) \
+    X(test_body_not_searched_by_default) \
+    X(test_body_form) \
+    X(test_body_json) \
+    X(test_body_multipart) \
+    X(test_body_duplicates_and_non_strings) \
+    X(test_body_again) \
+    X(test_body_too_big_is_empty) \
+    X(test_body_not_read_when_header_has_key) \
+    X(test_hide_header) \
+    X(test_hide_query_keeps_order) \
+    X(test_hide_only_query_arg) \
+    X(test_hide_header_key_also_strips_query) \
+    X(test_no_hide_by_default) \
+    X(test_hide_body_form) \
+    X(test_hide_body_json) \
+    X(test_hide_body_multipart) \
+    X(test_hide_invalid_key) \
+    X(test_spoofed_headers_replaced) \
+    X(test_anonymous_by_id) \
+    X(test_anonymous_by_username) \
+    X(test_anonymous_with_valid_key) \
+    X(test_anonymous_missing) \
+    X(test_anonymous_already_authenticated) \
+    X(test_ttl) \
+    X(test_digest_mismatch) \
+    X(test_lookup_errors) \
+    X(test_credential_without_consumer) \
+    X(test_preflight) \
+    X(test_identity_realms_orders) \
+    X(test_identity_realms_park) \
+    X(test_identity_realms_unavailable) \
+    X(test_bad_config_refused)
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown),
+#define K(name) {"keyed/" #name, name, setup_keyed, teardown, NULL},
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_no_key),
-        T(test_realm_in_www_authenticate),
-        T(test_header_key),
-        T(test_unknown_key),
-        T(test_empty_header_key),
-        T(test_duplicate_header),
-        T(test_underscore_dash_equivalence),
-        T(test_query_key),
-        T(test_query_percent_encoded),
-        T(test_query_edge_cases),
-        T(test_bare_query_name_moves_on),
-        T(test_header_before_query),
-        T(test_key_names_in_order),
-        T(test_key_in_header_false),
-        T(test_key_in_query_false),
-        T(test_body_not_searched_by_default),
-        T(test_body_form),
-        T(test_body_json),
-        T(test_body_multipart),
-        T(test_body_duplicates_and_non_strings),
-        T(test_body_again),
-        T(test_body_too_big_is_empty),
-        T(test_body_not_read_when_header_has_key),
-        T(test_hide_header),
-        T(test_hide_query_keeps_order),
-        T(test_hide_only_query_arg),
-        T(test_hide_header_key_also_strips_query),
-        T(test_no_hide_by_default),
-        T(test_hide_body_form),
-        T(test_hide_body_json),
-        T(test_hide_body_multipart),
-        T(test_hide_invalid_key),
-        T(test_spoofed_headers_replaced),
-        T(test_anonymous_by_id),
-        T(test_anonymous_by_username),
-        T(test_anonymous_with_valid_key),
-        T(test_anonymous_missing),
-        T(test_anonymous_already_authenticated),
-        T(test_ttl),
-        T(test_digest_mismatch),
-        T(test_lookup_errors),
-        T(test_credential_without_consumer),
-        T(test_preflight),
-        T(test_identity_realms_orders),
-        T(test_identity_realms_park),
-        T(test_identity_realms_unavailable),
-        T(test_bad_config_refused),
-        T(test_identity_store),
+        FAKE_TESTS(T) FAKE_TESTS(K) T(test_identity_store) T(test_key_by_digest_store)
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -373,6 +373,10 @@ static void sha256_key(tg_str_t key, uint8_t out[TG_SHA256_LEN])
  *
  * Bounded: DIGEST_SLOTS and CRED_SLOTS entries per thread, replaced on collision; JSON an
  * entry holds lives until the entry is replaced or the thread ends.
+ *
+ * A source offering key_by_digest (the proxy's) hands out the credential and its consumer
+ * already described, and caches that description itself; those answers skip the credential
+ * memo (key_info below).
  */
 #define DIGEST_SLOTS 64
 #define DIGEST_KEY_MAX 64
@@ -402,6 +406,10 @@ struct cred_slot {
     bool id_ok;
     bool has_consumer_info; /* info describes `consumer` (which may be NULL: not found) */
     struct consumer_info info;
+    /* a copy of a key_by_digest answer (never a memo entry): `consumer` and consumer_rc are
+     * the consumer's lookup, made by the source along with the credential's */
+    bool keyed;
+    int consumer_rc;
 };
 
 struct memo {
@@ -520,6 +528,33 @@ static struct cred_slot *cred_info(json_t *cred, struct cred_slot *scratch)
     return e;
 }
 
+/*
+ * A key_by_digest answer as the entry find_credential hands on: everything is in the answer
+ * already (the source describes each entity once and caches the description with it), so
+ * this is a copy into the caller's scratch entry, and the memo is not involved: it would
+ * only hold references to entities the source's cache holds anyway.
+ */
+static struct cred_slot *key_info(const tg_identity_key_t *k, struct cred_slot *e)
+{
+    *e = (struct cred_slot){
+        .cred = k->credential,
+        .consumer = k->consumer,
+        .keyed = true,
+        .consumer_rc = k->consumer_rc,
+        .digest_ok = k->digest_ok,
+        .expires = k->expires,
+        .expires_ms = k->expires_ms,
+        .id = k->id,
+        .id_ok = k->id_ok,
+        .consumer_id = k->consumer_ref,
+        .has_consumer_info = true,
+        .info = {k->consumer, k->consumer_id, k->custom_id, k->username, k->consumer_id_ok,
+                 k->custom_id_ok, k->username_ok},
+    };
+    memcpy(e->digest, k->digest, sizeof(e->digest));
+    return e;
+}
+
 /* What to send for the credential's consumer (found by the caller; NULL: not found). */
 static const struct consumer_info *consumer_info(struct cred_slot *e, json_t *consumer,
                                                  struct consumer_info *scratch)
@@ -569,6 +604,7 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
     bool unavailable = false, answered = false;
     for (size_t i = 0; i < c->nsources; i++) {
         json_t *found = NULL;
+        struct cred_slot *e = NULL;
         int rc;
         if (c->sources[i].scope == SCOPE_REALM) {
             rc = realm_credential_lookup(r, &c->sources[i], digest, &found);
@@ -577,14 +613,19 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
                 unavailable = true;
                 continue;
             }
+        } else if (ids && ids->key_by_digest) {
+            /* the credential with its consumer, already described: one call, one read */
+            tg_identity_key_t k;
+            rc = ids->key_by_digest(ids->ud, digest, &k);
+            if (rc == 0) e = key_info(&k, scratch);
         } else {
             rc = ids ? ids->credential_by_digest(ids->ud, digest, &found) : -TG_EINVAL;
         }
         answered = true;
         if (rc == 0) {
-            struct cred_slot *e = cred_info(found, scratch);
+            if (!e) e = cred_info(found, scratch);
             if (credential_usable(r, e, digest)) {
-                *cred = found;
+                *cred = e->cred;
                 *info = e;
                 return 0;
             }
@@ -616,15 +657,21 @@ static void set_consumer(tg_req_t *r, const struct consumer_info *ci, const json
 static enum outcome load_owner(struct attempt *a, const struct cred_slot *e, json_t **consumer)
 {
     const tg_identity_source_t *ids = a->r->identity;
-    /* a realm's answer carries its consumer: realm consumers are not in the DP's store */
-    json_t *inline_consumer = json_object_get(e->cred, "realm_consumer");
-    if (json_is_object(inline_consumer)) {
-        *consumer = inline_consumer;
-        return AUTH_OK;
-    }
-    tg_str_t id = e->consumer_id;
     json_t *found = NULL;
-    int rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
+    int rc;
+    if (e->keyed) { /* the source looked the consumer up with the credential */
+        found = e->consumer;
+        rc = e->consumer_rc;
+    } else {
+        /* a realm's answer carries its consumer: realm consumers are not in the DP's store */
+        json_t *inline_consumer = json_object_get(e->cred, "realm_consumer");
+        if (json_is_object(inline_consumer)) {
+            *consumer = inline_consumer;
+            return AUTH_OK;
+        }
+        tg_str_t id = e->consumer_id;
+        rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
+    }
     if (rc == -TG_ENOTFOUND) {
         TG_LOGW(MOD, "consumer of credential %s not found", id_of(e->cred));
         found = NULL;
