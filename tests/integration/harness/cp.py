@@ -22,6 +22,9 @@ def clean_env():
     # Sanitizer builds: report, and fail the run, on the first finding.
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    # leaks inside libnng at exit are nng's own (tests/lsan.supp says why)
+    supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lsan.supp")
+    env.setdefault("LSAN_OPTIONS", f"suppressions={os.path.normpath(supp)}")
     return env
 
 
