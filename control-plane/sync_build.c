@@ -115,16 +115,19 @@ static change_t *row_change(const tg_schema_t *s, PGresult *res, int row,
     json_decref(e);
     if (!pb) return NULL;
     if (digest) {
-        /* hash what the data plane will decode, so both sides agree byte for byte */
-        json_t *dp_form = tg_proto_entity_to_json(s->name, pb, err, errlen);
-        uint8_t h[TG_CONFIG_DIGEST_LEN];
-        if (!dp_form || tg_config_digest_entity(s->name, id, dp_form, h) != 0) {
-            json_decref(dp_form);
+        /* hash what the data plane will decode, so both sides agree byte for byte; the
+         * canonical text comes straight from the message (entity_codec.h) */
+        size_t len;
+        char *canon = tg_proto_entity_canonical(s->name, pb, &len, err, errlen);
+        if (!canon) {
             tg_proto_entity_free(pb);
             return NULL;
         }
+        uint8_t h[TG_CONFIG_DIGEST_LEN];
+        tg_config_digest_entity_raw(tg_str_from(s->name), tg_str_from(id), (tg_str_t){canon, len},
+                                    h);
+        free(canon);
         tg_config_digest_add(digest, h);
-        json_decref(dp_form);
     }
     change_t *c = new_change(s->name, id, true);
     c->entity = pb;
@@ -379,6 +382,39 @@ static void chunk_add(chunker_t *ck, change_t *c)
     if (ck->pending_bytes >= TG_SYNC_CHUNK_TARGET) flush_chunk(ck);
 }
 
+/*
+ * Snapshot pages are read with libpq's asynchronous calls so that PostgreSQL reads and sends
+ * page N+1 (on its own core) while this thread encodes page N: the next page's key is known
+ * as soon as a page arrives, before any of its rows is encoded. The transaction (REPEATABLE
+ * READ, begin_snapshot_read) makes the pages one consistent read, as before.
+ */
+static int page_send(tg_db_t *db, const char *sql, const char *cp_id, const char *after, char *err,
+                     size_t errlen)
+{
+    const char *p[] = {cp_id, after};
+    if (db->conn && PQsendQueryParams(db->conn, sql, 2, NULL, p, NULL, NULL, 0) == 1) return 0;
+    snprintf(err, errlen, "%s", db->conn ? PQerrorMessage(db->conn) : "not connected");
+    err[strcspn(err, "\n")] = '\0';
+    return -TG_EDB;
+}
+
+/* The result of the page sent last (NULL with err on failure); leaves the connection idle. */
+static PGresult *page_wait(tg_db_t *db, char *err, size_t errlen)
+{
+    PGresult *res = NULL, *r;
+    while ((r = PQgetResult(db->conn)) != NULL) { /* one result, then NULL */
+        if (!res)
+            res = r;
+        else
+            PQclear(r);
+    }
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK) return res;
+    snprintf(err, errlen, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn));
+    err[strcspn(err, "\n")] = '\0'; /* libpq ends its messages with a newline */
+    PQclear(res);
+    return NULL;
+}
+
 /* Every entity of one type, in id order, FETCH_ROWS at a time. */
 static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, chunker_t *ck,
                          tg_config_digest_t *digest, char *err, size_t errlen)
@@ -390,28 +426,33 @@ static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, c
     snprintf(sql, sizeof(sql),
              "SELECT %s FROM %s WHERE cp_id = $1 AND id > $2::uuid ORDER BY %s.id LIMIT %d",
              select_cols(s), s->name, s->name, FETCH_ROWS);
-    for (;;) {
-        const char *p[] = {cp_id, after};
-        tg_db_err_t e;
-        PGresult *res = tg_db_exec(db, &e, sql, 2, p);
-        if (!res) {
-            snprintf(err, errlen, "%s", e.message);
-            return -TG_EDB;
-        }
+    int rc = page_send(db, sql, cp_id, after, err, errlen);
+    while (rc == 0) {
+        PGresult *res = page_wait(db, err, errlen);
+        if (!res) return -TG_EDB;
         int rows = PQntuples(res);
-        for (int r = 0; r < rows; r++) {
+        bool more = rows == FETCH_ROWS;
+        if (more) {
+            snprintf(after, sizeof(after), "%s", PQgetvalue(res, rows - 1, 0));
+            rc = page_send(db, sql, cp_id, after, err, errlen);
+        }
+        for (int r = 0; rc == 0 && r < rows; r++) {
             change_t *c = row_change(s, res, r, digest, err, errlen);
             if (!c) {
-                PQclear(res);
-                return -TG_EINVAL;
+                rc = -TG_EINVAL;
+                break;
             }
             chunk_add(ck, c);
             ck->p->entities++;
         }
-        if (rows) snprintf(after, sizeof(after), "%s", PQgetvalue(res, rows - 1, 0));
         PQclear(res);
-        if (rows < FETCH_ROWS) return 0;
+        if (rc != 0 && more) { /* a page is on its way: take it so the connection is usable */
+            char ignored[8];
+            PQclear(page_wait(db, ignored, sizeof(ignored)));
+        }
+        if (!more) break;
     }
+    return rc;
 }
 
 static void add_snapshot_begin(tg_sync_payload_t *p, size_t headroom)

@@ -7,6 +7,7 @@
 #include "entity_codec.h"
 #include "error.h"
 #include "log.h"
+#include "store_bulk.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -500,6 +501,117 @@ static void collect(snapshot_t *s, const decoded_t *d)
             json_array_append(json_object_get(s->gen, d->ch[i].type), (json_t *)d->ch[i].entity);
 }
 
+/* ---------------------------------------------------------------- the bulk path */
+
+static bool ascii(const char *s)
+{
+    if (!s) return true;
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) return false;
+    return true;
+}
+
+static bool tags_ascii(const Tollgate__Sync__V1__StringList *tags)
+{
+    if (!tags) return true;
+    for (size_t i = 0; i < tags->n_values; i++)
+        if (!tags->values[i] || !ascii(tags->values[i])) return false;
+    return true;
+}
+
+/*
+ * A snapshot's consumers and credentials go to the store from their message's values with
+ * their canonical text written directly (store_bulk.h, entity_codec.h): no JSON tree per
+ * entity. Only the plain case takes this path: an upsert of one of those two kinds whose id
+ * agrees with its entity's and whose strings are ASCII; everything else, errors included,
+ * takes the general path, which words them. Fills *e (its canonical text is *canon, to
+ * free) and returns true when the entity is plain.
+ */
+static bool bulk_form(const pb_change_t *c, tg_store_bulk_entity_t *e, char **canon, char *err,
+                      size_t errlen)
+{
+    const Tollgate__Sync__V1__Entity *ent = c->entity;
+    if (!c->type || !ent || (c->has_op && c->op != TOLLGATE__SYNC__V1__OP__OP_UPSERT)) return false;
+    *e = (tg_store_bulk_entity_t){.type = c->type};
+    const char *id = NULL;
+    const Tollgate__Sync__V1__StringList *tags = NULL;
+    if (strcmp(c->type, "consumers") == 0 &&
+        ent->kind_case == TOLLGATE__SYNC__V1__ENTITY__KIND_CONSUMER && ent->consumer) {
+        const Tollgate__Sync__V1__Consumer *m = ent->consumer;
+        id = m->id;
+        tags = m->tags;
+        e->has_created_at = m->has_created_at;
+        e->created_at = m->created_at;
+        e->has_updated_at = m->has_updated_at;
+        e->updated_at = m->updated_at;
+        e->username = m->username;
+        e->custom_id = m->custom_id;
+        if (!ascii(m->username) || !ascii(m->custom_id)) return false;
+    } else if (strcmp(c->type, "keyauth_credentials") == 0 &&
+               ent->kind_case == TOLLGATE__SYNC__V1__ENTITY__KIND_KEYAUTH_CREDENTIAL &&
+               ent->keyauth_credential) {
+        const Tollgate__Sync__V1__KeyauthCredential *m = ent->keyauth_credential;
+        id = m->id;
+        tags = m->tags;
+        e->has_created_at = m->has_created_at;
+        e->created_at = m->created_at;
+        e->has_expires_at = m->has_expires_at;
+        e->expires_at = m->expires_at;
+        e->consumer = m->consumer;
+        if (!m->has_key_digest || m->key_digest.len != 32 || !ascii(m->consumer)) return false;
+        e->key_digest = m->key_digest.data;
+        e->key_digest_len = m->key_digest.len;
+    } else {
+        return false;
+    }
+    if (!id || !ascii(id) || (c->id && strcmp(c->id, id) != 0) || !tags_ascii(tags)) return false;
+    e->id = id;
+    e->has_tags = tags != NULL;
+    e->tags = tags ? tags->values : NULL;
+    e->ntags = tags ? tags->n_values : 0;
+    size_t len = 0;
+    *canon = tg_proto_entity_canonical(c->type, ent, &len, err, errlen);
+    if (!*canon) return false;
+    e->canonical = (tg_str_t){*canon, len};
+    return true;
+}
+
+/* Puts the entities of a chunk, each by the bulk path or the general one, in order. 0, or
+ * a store error with the failing change in *bad and the reason in msg. */
+static int put_chunk(tg_sync_apply_t *a, const Tollgate__Sync__V1__SnapshotChunk *c, decoded_t *d,
+                     size_t *bad, char *msg, size_t len)
+{
+    *d = (decoded_t){.ch = tg_calloc(c->n_entities + 1, sizeof(*d->ch)), .owned = json_array()};
+    for (size_t i = 0; i < c->n_entities; i++) {
+        const pb_change_t *ch = c->entities[i];
+        tg_store_error_t serr = {.index = SIZE_MAX};
+        tg_store_bulk_entity_t e;
+        char *canon = NULL;
+        int rc;
+        *bad = i;
+        if (bulk_form(ch, &e, &canon, d->err, sizeof(d->err))) {
+            rc = tg_store_snapshot_put_bulk(a->snap.snap, &e, &serr);
+            free(canon);
+        } else {
+            free(canon);
+            if (decode_one(ch, true, d) != 0) {
+                snprintf(msg, len, "%s", d->err);
+                return -TG_EINVAL;
+            }
+            rc = tg_store_snapshot_put(a->snap.snap, &d->ch[d->n], 1, &serr);
+            d->n++;
+        }
+        if (rc != 0) {
+            snprintf(msg, len, "%s",
+                     rc == -TG_EAGAIN  ? "the store was full and has been grown; send it again"
+                     : serr.message[0] ? serr.message
+                                       : tg_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static void on_snapshot_chunk(tg_sync_apply_t *a, const Tollgate__Sync__V1__SnapshotChunk *c,
                               tg_sync_out_t *out)
 {
@@ -516,25 +628,14 @@ static void on_snapshot_chunk(tg_sync_apply_t *a, const Tollgate__Sync__V1__Snap
     a->snap.next_seq = c->seq + 1;
     a->snap.chunks++;
     decoded_t d;
-    if (decode_changes(c->entities, c->n_entities, true, &d) != 0) {
-        const pb_change_t *bad = c->entities[d.bad];
-        snapshot_refuse(a, out, NACK_INVALID, bad->type, bad->id, d.err);
-        decoded_free(&d);
-        return;
-    }
-    tg_store_error_t serr = {.index = SIZE_MAX};
-    int rc = tg_store_snapshot_put(a->snap.snap, d.ch, d.n, &serr);
+    size_t bad = 0;
+    int rc = put_chunk(a, c, &d, &bad, msg, sizeof(msg));
     if (rc == 0) {
         collect(&a->snap, &d);
-        a->snap.received += d.n;
+        a->snap.received += c->n_entities;
     } else {
-        const tg_store_change_t *bad = serr.index < d.n ? &d.ch[serr.index] : NULL;
-        snprintf(msg, sizeof(msg), "%s",
-                 rc == -TG_EAGAIN  ? "the store was full and has been grown; send it again"
-                 : serr.message[0] ? serr.message
-                                   : tg_strerror(rc));
-        snapshot_refuse(a, out, store_nack_code(rc), bad ? bad->type : NULL,
-                        bad ? change_id(bad) : NULL, msg);
+        const pb_change_t *b = c->entities[bad];
+        snapshot_refuse(a, out, store_nack_code(rc), b->type, b->id, msg);
     }
     decoded_free(&d);
 }

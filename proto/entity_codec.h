@@ -44,6 +44,15 @@ tg_pb_entity_t *tg_proto_entity_from_json(const char *type, const json_t *entity
 json_t *tg_proto_entity_to_json(const char *type, const tg_pb_entity_t *e, char *err,
                                 size_t errlen);
 
+/*
+ * The canonical JSON (config_digest.h) of tg_proto_entity_to_json(type, e), as a new string the
+ * caller frees (*len, optional, its length). Written straight from the message when its values
+ * allow (the snapshot fast path of both planes), else through the JSON form: the bytes are the
+ * same either way. NULL with a message where tg_proto_entity_to_json fails.
+ */
+char *tg_proto_entity_canonical(const char *type, const tg_pb_entity_t *e, size_t *len, char *err,
+                                size_t errlen);
+
 void tg_proto_entity_free(tg_pb_entity_t *e);
 
 /*

@@ -162,6 +162,75 @@ static void bad_input_is_refused_with_the_field(void **state)
     json_decref(e);
 }
 
+/* tg_proto_entity_canonical (written from the message) against jansson's dump of the JSON form. */
+static void assert_canonical_matches(const char *type, const json_t *in)
+{
+    char err[256] = "";
+    tg_pb_entity_t *e = tg_proto_entity_from_json(type, in, err, sizeof(err));
+    if (!e) fail_msg("encode %s: %s", type, err);
+    json_t *j = tg_proto_entity_to_json(type, e, err, sizeof(err));
+    assert_non_null(j);
+    char *want = tg_config_digest_canonical(j, NULL);
+    size_t len = 0;
+    char *got = tg_proto_entity_canonical(type, e, &len, err, sizeof(err));
+    if (!got) fail_msg("canonical %s: %s", type, err);
+    assert_string_equal(got, want);
+    assert_int_equal(len, strlen(want));
+    free(got);
+    free(want);
+    json_decref(j);
+    tg_proto_entity_free(e);
+}
+
+static void canonical_text_is_janssons_byte_for_byte(void **state)
+{
+    (void)state;
+    /* every ASCII byte in a username and a tag (control characters, quotes, backslash, DEL) */
+    char all[128];
+    for (int c = 1; c < 128; c++)
+        all[c - 1] = (char)c;
+    all[127] = '\0';
+    const char *names[] = {"bench-0000001", "", all, "ünïcode", "a\"b\\c/d", "\x7f"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        json_t *c =
+            json_pack("{s:s,s:i,s:I,s:s,s:n,s:[s,s]}", "id", "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f5c13",
+                      "created_at", -5, "updated_at", (json_int_t)INT64_MAX, "username", names[i],
+                      "custom_id", "tags", names[i], "t");
+        assert_canonical_matches("consumers", c);
+        json_object_set_new(c, "tags", json_array());
+        json_object_set_new(c, "custom_id", json_string(names[i]));
+        assert_canonical_matches("consumers", c);
+        json_decref(c);
+    }
+    json_t *cred = json_pack(
+        "{s:s,s:i,s:{s:s},s:n,s:s,s:i}", "id", "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f5c14", "created_at",
+        1700000000, "consumer", "id", "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f5c15", "tags", "key_digest",
+        "9F86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "expires_at",
+        1800000000);
+    assert_canonical_matches("keyauth_credentials", cred);
+    static const json_int_t ints[] = {0, 9, 10, -1, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        json_object_set_new(cred, "expires_at", json_integer(ints[i]));
+        assert_canonical_matches("keyauth_credentials", cred);
+    }
+    json_object_del(cred, "expires_at");
+    assert_canonical_matches("keyauth_credentials", cred);
+    json_decref(cred);
+    /* the general path: JSON-carrying fields, reals, booleans */
+    json_t *svc = complete(
+        "services",
+        "{\"name\":\"svc\",\"protocol\":\"https\",\"host\":\"example.com\",\"tags\":[\"a\"],"
+        "\"ca_certificates\":[]}",
+        "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f5c16");
+    assert_canonical_matches("services", svc);
+    json_decref(svc);
+    json_t *plugin =
+        complete("plugins", "{\"name\":\"rate-limiting\",\"config\":{\"minute\":5,\"hour\":100}}",
+                 "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f5c17");
+    assert_canonical_matches("plugins", plugin);
+    json_decref(plugin);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +238,7 @@ int main(void)
         cmocka_unit_test(entities_round_trip_exactly),
         cmocka_unit_test(credentials_carry_the_digest_never_the_key),
         cmocka_unit_test(bad_input_is_refused_with_the_field),
+        cmocka_unit_test(canonical_text_is_janssons_byte_for_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

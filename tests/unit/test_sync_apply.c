@@ -789,6 +789,120 @@ static void an_error_closes(void **state)
     assert_int_equal(deliver(f, e, NULL, 0, NULL), TG_SYNC_CLOSE);
 }
 
+/* ------------------------------------------------------------------ the bulk path */
+
+static int collect_each(void *ud, tg_str_t id, tg_str_t json)
+{
+    json_t *list = ud;
+    json_array_append_new(list, json_pack("[s%,s%]", id.p, id.len, json.p, json.len));
+    return 0;
+}
+
+/* Everything a store holds, as [type, [[id, canonical JSON]...], lookups...]. */
+static json_t *store_contents(tg_store_t *s)
+{
+    static const char *const types[] = {"services", "routes", "consumers", "plugins",
+                                        "keyauth_credentials"};
+    tg_store_reader_t r;
+    assert_int_equal(tg_store_reader_init(s, &r), 0);
+    assert_int_equal(tg_store_read_begin(&r), 0);
+    json_t *out = json_array();
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        json_t *l = json_array();
+        assert_int_equal(tg_store_each(&r, types[i], collect_each, l), 0);
+        json_array_append_new(out, l);
+    }
+    static const char *const names[] = {"alice", "bob", "ünïcode", "nobody"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        tg_str_t v;
+        int rc = tg_store_consumer_by_username(&r, tg_str_from(names[i]), &v);
+        json_array_append_new(out, rc == 0 ? json_stringn(v.p, v.len) : json_integer(rc));
+        rc = tg_store_consumer_by_custom_id(&r, tg_str_from(names[i]), &v);
+        json_array_append_new(out, rc == 0 ? json_stringn(v.p, v.len) : json_integer(rc));
+    }
+    static const char *const keys[] = {"k1", "k2", "k3", "k4"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint8_t d[TG_SHA256_LEN];
+        tg_str_t v;
+        tg_sha256(keys[i], strlen(keys[i]), d);
+        int rc = tg_store_credential_by_digest(&r, d, &v);
+        json_array_append_new(out, rc == 0 ? json_stringn(v.p, v.len) : json_integer(rc));
+    }
+    tg_store_info_t info;
+    assert_int_equal(tg_store_get_info(&r, &info), 0);
+    json_array_append_new(out, json_string(info.digest));
+    tg_store_read_end(&r);
+    tg_store_reader_free(&r);
+    return out;
+}
+
+/*
+ * A snapshot's plain consumers and credentials take the bulk path (store_bulk.h), the others
+ * the general one; the store must end exactly as tg_store_replace_all leaves it with the same
+ * entities as JSON: same entities, same index lookups (duplicates resolved the same way),
+ * same digest.
+ */
+static void the_bulk_path_stores_what_the_general_path_would(void **state)
+{
+    struct fx *f = *state;
+    typed_t e[10];
+    size_t n = 0;
+    e[n++] = (typed_t){"consumers", consumer(CONSUMER_ID, "alice")};
+    e[n++] = (typed_t){"consumers", complete("consumers",
+                                             "{\"username\":\"bob\",\"custom_id\":\"c\\\"1\\n\","
+                                             "\"tags\":[\"x\",\"y-z\"]}",
+                                             "6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0022")};
+    e[n++] = (typed_t){"consumers",
+                       consumer("6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0023", "ünïcode")}; /* general */
+    e[n++] = (typed_t){"consumers", consumer("not-a-uuid", "nobody")}; /* JSON, not a record */
+    /* the same username again: the later put owns it */
+    e[n++] = (typed_t){"consumers", consumer("6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0024", "alice")};
+    e[n++] = (typed_t){"keyauth_credentials", credential(CRED_ID, CONSUMER_ID, "k1")};
+    json_t *c2 = credential("6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0032", CONSUMER_ID, "k2");
+    json_object_set_new(c2, "expires_at", json_integer(1800000000));
+    json_object_set_new(c2, "tags", json_pack("[s,s]", "t1", ""));
+    e[n++] = (typed_t){"keyauth_credentials", c2};
+    e[n++] = (typed_t){"keyauth_credentials",
+                       credential("6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0033", "not-a-uuid", "k3")};
+    /* the same key again under another id: it displaces the first */
+    e[n++] = (typed_t){"keyauth_credentials",
+                       credential("6f1d2a54-1a53-4b6e-9d0a-7d3c7a0f0034", CONSUMER_ID, "k1")};
+    e[n++] = (typed_t){"keyauth_credentials", credential("kc-plain", CONSUMER_ID, "k4")};
+
+    /* the general path, into a second store */
+    char dir2[128];
+    snprintf(dir2, sizeof dir2, "%s/general", f->root);
+    tg_store_t *general;
+    assert_int_equal(tg_store_open(dir2, 0, &general), 0);
+    tg_store_change_t ch[10];
+    for (size_t i = 0; i < n; i++)
+        ch[i] = (tg_store_change_t){e[i].type, NULL, TG_STORE_UPSERT, e[i].e};
+    tg_store_error_t serr = {.index = SIZE_MAX};
+    if (tg_store_replace_all(general, 9, ch, n, &serr) != 0) fail_msg("%s", serr.message);
+    json_t *want = store_contents(general);
+    tg_store_close(general);
+    const char *digest = json_string_value(json_array_get(want, json_array_size(want) - 1));
+
+    pb_change_t **l = calloc(n + 1, sizeof *l);
+    for (size_t i = 0; i < n; i++)
+        l[i] = upsert(e[i].type, e[i].e);
+    assert_int_equal(deliver(f, snap_begin(61, 9, n), NULL, 0, NULL), TG_SYNC_CONTINUE);
+    assert_int_equal(deliver(f, snap_chunk(61, 0, l, n), NULL, 0, NULL), TG_SYNC_CONTINUE);
+    tg_sync_env_t *r = one_reply(f, snap_end(61, 9, 1, digest), BODY(ACK));
+    assert_string_equal(r->ack->config_digest, digest);
+    tg_sync_env_free(r);
+
+    json_t *got = store_contents(f->store);
+    if (!json_equal(got, want)) {
+        char *a = json_dumps(got, 0), *b = json_dumps(want, 0);
+        fail_msg("bulk path: %s\ngeneral path: %s", a, b);
+    }
+    json_decref(got);
+    json_decref(want);
+    for (size_t i = 0; i < n; i++)
+        json_decref(e[i].e);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -801,6 +915,7 @@ int main(void)
         T(a_snapshot_in_three_chunks_replaces_everything),
         T(a_chunk_out_of_order_is_nacked_and_the_old_config_kept),
         T(a_snapshot_digest_mismatch_is_nacked),
+        T(the_bulk_path_stores_what_the_general_path_would),
         T(hello_says_what_the_store_holds),
         T(welcome_sets_the_session_and_persists_endpoints),
         T(heartbeat_digest_mismatch_asks_for_a_resync_once),
