@@ -5,10 +5,8 @@ leave the Admin API in the state the tutorial relies on), `diff` shows changes w
 them, `_info.select_tags` keeps a sync to its own entities, a dump syncs back to exactly the
 same configuration, and a bad file is refused with its position, a non-zero exit and nothing
 written on the control plane (compared through the Admin API and the change log)."""
-import os
 import re
 import subprocess
-import tempfile
 
 import pytest
 import yaml
@@ -17,26 +15,11 @@ from admin_helpers import expect, uniq
 from admin_state import assert_nothing_written, list_all, state_snapshot
 from harness.cp import clean_env
 from harness.procs import wait_for
-from harness.upstream import EchoUpstream, closed_port
+from harness.seed004 import HybridDp, seed_004_files, with_local_upstream
+from harness.upstream import closed_port
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SEED_004 = "/work/shared/seeds/004_5a18fee121b1cdee.txt"
 SEED_TAG = "httpbin-service-route"
 COLLECTIONS = ("/services", "/routes", "/consumers", "/plugins", "/key-auths")
-
-
-def seed_files():
-    """The four key-auth.yaml versions of seed 004, in the tutorial's order."""
-    path = SEED_004
-    if not os.path.exists(path):
-        path = os.path.join(REPO, "..", "shared", "seeds", os.path.basename(SEED_004))
-    if not os.path.exists(path):
-        pytest.skip("seed 004 is not available on this machine")
-    with open(path) as f:
-        text = f.read()
-    blocks = re.findall(r"cat > key-auth\.yaml << 'EOF'\n(.*?)\nEOF\n", text, re.S)
-    assert len(blocks) == 4, f"seed 004 should hold four files, found {len(blocks)}"
-    return [b + "\n" for b in blocks]
 
 
 def run(binary, verb, file, *args, url=None, env=None, timeout=120):
@@ -87,7 +70,7 @@ def snapshot(cp, pg_server):
 # ------------------------------------------------------------------------------ validate
 
 def test_validate_accepts_every_seed_004_file_and_notes_konnect(config, tmp_path):
-    for i, text in enumerate(seed_files()):
+    for i, text in enumerate(seed_004_files()):
         path = write(tmp_path, f"key-auth-{i}.yaml", text)
         out = ok(config("validate", path))
         assert f"{path}: valid" in out.stdout
@@ -160,7 +143,7 @@ def test_seed_004_files_sync_in_order(config, fresh_cp, tmp_path):
     cp, admin = fresh_cp, fresh_cp.admin
     # Not carrying the seed's tag: outside the file's selection, so never touched.
     bystander = expect(admin.post("/consumers", json={"username": "bystander"}), 201)
-    files = seed_files()
+    files = seed_004_files()
     ids = {}
     for step, text in enumerate(files, 1):
         path = write(tmp_path, "key-auth.yaml", text)
@@ -218,37 +201,14 @@ def test_seed_004_behaviour_through_a_hybrid_data_plane(config, cp_factory, toll
     """The tutorial's curl checks, on a data plane fed by the control plane's sync (not DB-less):
     401 without a key, 200 with either key, 429 for consumer1 after 5 requests a minute while
     consumer2 (8 a minute) still passes."""
-    try:
-        from harness.dp import enroll_dp
-    except ImportError:
-        pytest.skip("this tree's harness cannot enrol a data plane (harness.dp.enroll_dp)")
-    up = EchoUpstream().start()
-    cp = cp_factory(start=False)
-    cp.env["TOLLGATE_CLUSTER_ADVERTISE"] = cp.cluster_address
-    cp.start()
-    prefix = tempfile.mkdtemp(prefix="cfg-dp-", dir=workdir)
-    dp = enroll_dp(cp, tollgate_bin, prefix, os.path.join(workdir, "logs"), "cfg-dp").start()
+    h = HybridDp(cp_factory, tollgate_bin, workdir, "cfg-dp")
+    cp, status, wait_status = h.cp, h.status, h.wait_status
     try:
         def apply(text):
-            # The tutorial's upstream is httpbin in Kubernetes; ours is the local echo server.
-            text = text.replace("host: httpbin.kong.svc.cluster.local\n  port: 8000",
-                                f"host: 127.0.0.1\n  port: {up.port}")
+            text = with_local_upstream(text, h.up.port)
             ok(config("sync", write(tmp_path, "key-auth.yaml", text), cp=cp))
 
-        def status(key=None):
-            try:
-                r = dp.get("/key-auth-route/get", headers={"apikey": key} if key else {},
-                           timeout=5)
-            except Exception:  # noqa: BLE001 - not serving yet
-                return None
-            return r
-
-        def wait_status(code, key=None):
-            wait_for(lambda: (r := status(key)) is not None and r.status_code == code, 60,
-                     interval=0.1, what=f"the data plane to answer {code} for key {key!r}")
-            return status(key)
-
-        files = seed_files()
+        files = seed_004_files()
         apply(files[0])
         r = wait_status(401)
         assert r.headers["WWW-Authenticate"].startswith("Key")
@@ -274,8 +234,7 @@ def test_seed_004_behaviour_through_a_hybrid_data_plane(config, cp_factory, toll
         r = status("987654")
         assert r.status_code == 200 and r.headers["X-RateLimit-Limit-Minute"] == "8"
     finally:
-        dp.cleanup()
-        up.stop()
+        h.stop()
 
 
 # ------------------------------------------------------------------------------ diff, sync

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -37,10 +36,8 @@ import yaml
 from admin_state import list_all
 from harness.cp import clean_env
 from harness.procs import wait_for
-from harness.upstream import EchoUpstream
+from harness.seed004 import HybridDp, seed_004_files, with_local_upstream
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SEED_004 = "/work/shared/seeds/004_5a18fee121b1cdee.txt"
 SEED_TAG = "httpbin-service-route"
 
 # decK v1.34.0 is the newest decK release this machine's module proxy serves; it builds with
@@ -218,18 +215,9 @@ def seed_files():
     """The four key-auth.yaml versions of seed 004, in the tutorial's order, without their
     `_konnect` block: decK switches to Konnect mode (and asks for a Konnect token) whenever a
     file has one, so a user pointing decK at a self-managed gateway drops it."""
-    path = SEED_004
-    if not os.path.exists(path):
-        path = os.path.join(REPO, "..", "shared", "seeds", os.path.basename(SEED_004))
-    if not os.path.exists(path):
-        pytest.skip("seed 004 is not available on this machine")
-    with open(path) as f:
-        text = f.read()
-    blocks = re.findall(r"cat > key-auth\.yaml << 'EOF'\n(.*?)\nEOF\n", text, re.S)
-    assert len(blocks) == 4, f"seed 004 should hold four files, found {len(blocks)}"
     out = []
-    for b in blocks:
-        stripped = re.sub(r"^_konnect:\n(  .*\n)+", "", b + "\n", flags=re.M)
+    for b in seed_004_files():
+        stripped = re.sub(r"^_konnect:\n(  .*\n)+", "", b, flags=re.M)
         assert "_konnect" not in stripped and "_format_version" in stripped
         out.append(stripped)
     return out
@@ -454,30 +442,12 @@ def test_deck_synced_seed_004_is_proxied_by_a_data_plane(deck, cp_factory, tollg
                                                          workdir, tmp_path):
     """The tutorial's curl checks, on a data plane fed by the control plane decK wrote to:
     401 without a key, 200 with either key, 429 for consumer1 after 5 requests a minute."""
-    try:
-        from harness.dp import enroll_dp
-    except ImportError:
-        pytest.skip("this tree's harness cannot enrol a data plane (harness.dp.enroll_dp)")
-    up = EchoUpstream().start()
-    cp = cp_factory(start=False)
-    cp.env["TOLLGATE_CLUSTER_ADVERTISE"] = cp.cluster_address
-    cp.start()
-    prefix = tempfile.mkdtemp(prefix="deck-dp-", dir=workdir)
-    dp = enroll_dp(cp, tollgate_bin, prefix, os.path.join(workdir, "logs"), "deck-dp").start()
+    h = HybridDp(cp_factory, tollgate_bin, workdir, "deck-dp")
+    cp, status, wait_status = h.cp, h.status, h.wait_status
     try:
         def apply(text):
-            # The tutorial's upstream is httpbin in Kubernetes; ours is the local echo server.
-            text = text.replace("host: httpbin.kong.svc.cluster.local\n  port: 8000",
-                                f"host: 127.0.0.1\n  port: {up.port}")
-            (tmp_path / "key-auth.yaml").write_text(text)
+            (tmp_path / "key-auth.yaml").write_text(with_local_upstream(text, h.up.port))
             ok(deck_run(deck, cp, "sync", str(tmp_path / "key-auth.yaml")))
-
-        def status(key=None):
-            try:
-                return dp.get("/key-auth-route/get", headers={"apikey": key} if key else {},
-                              timeout=5)
-            except Exception:  # noqa: BLE001 - not serving yet
-                return None
 
         def answer(key=None):
             """One answer, retrying only a failed connection (a DP busy applying a delta)."""
@@ -485,10 +455,6 @@ def test_deck_synced_seed_004_is_proxied_by_a_data_plane(deck, cp_factory, tollg
             wait_for(lambda: got.append(status(key)) or got[-1] is not None, 30, interval=0.1,
                      what="the data plane to answer")
             return got[-1]
-
-        def wait_status(code, key=None):
-            wait_for(lambda: (r := status(key)) is not None and r.status_code == code, 60,
-                     interval=0.1, what=f"the data plane to answer {code} for key {key!r}")
 
         files = seed_files()
         apply(files[0])
@@ -512,8 +478,7 @@ def test_deck_synced_seed_004_is_proxied_by_a_data_plane(deck, cp_factory, tollg
         r = answer("987654")
         assert r.status_code == 200, (r.status_code, r.text)
     finally:
-        dp.cleanup()
-        up.stop()
+        h.stop()
 
 
 # ------------------------------------------------------------------------------ go-kong
