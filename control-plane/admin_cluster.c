@@ -388,7 +388,8 @@ static json_t *control_planes_json(tg_admin_req_t *r, const json_t *seen, int *r
     tg_db_err_t err;
     PGresult *res = tg_db_exec(r->db, &err,
                                "SELECT cp.id::text, cp.name, cp.config_version, (SELECT"
-                               " min(version) FROM config_versions v WHERE v.cp_id = cp.id)"
+                               " min(version) FROM config_versions v WHERE v.cp_id = cp.id),"
+                               " cp.config_digest::text"
                                " FROM control_planes cp ORDER BY cp.created_at, cp.id",
                                0, NULL);
     if (!res) {
@@ -405,6 +406,13 @@ static json_t *control_planes_json(tg_admin_req_t *r, const json_t *seen, int *r
                                                 : strtoll(PQgetvalue(res, i, 3), NULL, 10)));
         size_t k;
         json_t *c;
+        /* the digest the writes kept at config_version (rule 5); null while not known */
+        tg_config_digest_t d;
+        char hex[TG_CONFIG_DIGEST_HEX_LEN + 1];
+        bool known = !PQgetisnull(res, i, 4) &&
+                     tg_config_digest_from_decimal(PQgetvalue(res, i, 4), &d) == 0;
+        if (known) tg_config_digest_hex(&d, hex);
+        json_object_set_new(o, "config_digest", known ? json_string(hex) : json_null());
         json_object_set_new(o, "latest_seen_here", json_null());
         json_array_foreach(seen, k, c)
         {

@@ -2,6 +2,7 @@
 #include "alloc.h"
 #include "error.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,17 @@ void tg_changelog_clear(tg_changelog_t *cl)
     cl->groups = NULL;
 }
 
-void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes)
+void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes,
+                      const tg_config_digest_t *delta)
 {
-    if (json_array_size(changes) > 0)
-        json_array_append_new(cl->groups, json_pack("[s,O]", cp_id, changes));
+    if (json_array_size(changes) == 0) return;
+    json_t *d = json_null();
+    if (delta) {
+        char dec[TG_CONFIG_DIGEST_DEC_LEN + 1];
+        tg_config_digest_decimal(delta, dec);
+        d = json_string(dec);
+    }
+    json_array_append_new(cl->groups, json_pack("[s,O,o]", cp_id, changes, d));
 }
 
 /* Growable PostgreSQL array literal; values are ids, numbers and plain words (no quoting needed).
@@ -60,12 +68,24 @@ static char *lit_end(lit_t *l)
     return l->p;
 }
 
+/*
+ * The digest arithmetic is done here, under the control-plane row lock the version counter
+ * already takes: $8 is the sum of the groups' contributions and $9 their running sums (both
+ * modulo 2^256, NULL when a contribution is not known). The UPDATE adds $8 to the running
+ * digest; version k's digest is the new digest minus $8 plus the k-th running sum. Taking the
+ * base from RETURNING (not from a separate read) keeps it right when the UPDATE had to wait
+ * for a concurrent writer's commit.
+ */
+#define MOD256 "115792089237316195423570985008687907853269984665640564039457584007913129639936"
 static const char *SQL =
-    "WITH v AS (UPDATE control_planes SET config_version = config_version + $2::int"
-    "           WHERE id = $1::uuid RETURNING config_version - $2::int AS base),"
-    " ins AS (INSERT INTO config_versions (cp_id, version, changes)"
-    "         SELECT $1::uuid, v.base + g.n, g.cnt FROM v, unnest($3::int[]) WITH ORDINALITY AS "
-    "g(cnt, n))"
+    "WITH v AS (UPDATE control_planes SET config_version = config_version + $2::int,"
+    "           config_digest = mod(config_digest + $8::numeric, " MOD256 ")"
+    "           WHERE id = $1::uuid RETURNING config_version - $2::int AS base,"
+    "           config_digest AS d),"
+    " ins AS (INSERT INTO config_versions (cp_id, version, changes, digest)"
+    "         SELECT $1::uuid, v.base + g.n, g.cnt,"
+    "         mod(v.d - $8::numeric + g.cum + " MOD256 ", " MOD256 ")"
+    "         FROM v, unnest($3::int[], $9::numeric[]) WITH ORDINALITY AS g(cnt, cum, n))"
     " INSERT INTO config_changes (cp_id, version, seq, entity_type, entity_id, op)"
     " SELECT $1::uuid, v.base + c.grp, row_number() OVER (PARTITION BY c.grp ORDER BY c.ord), c.t, "
     "c.i, c.o"
@@ -77,8 +97,12 @@ static const char *SQL =
 static int write_cp(tg_changelog_t *cl, const char *cp_id, tg_db_t *db, tg_db_err_t *err,
                     long long *last)
 {
-    lit_t counts, grps, types, ids, ops;
+    lit_t counts, grps, types, ids, ops, cums;
     lit_start(&counts), lit_start(&grps), lit_start(&types), lit_start(&ids), lit_start(&ops);
+    lit_start(&cums);
+    tg_config_digest_t cum = {{0}};
+    bool known = true; /* every contribution so far */
+    char dec[TG_CONFIG_DIGEST_DEC_LEN + 1] = "";
     size_t i, j;
     json_t *g, *row;
     int ngroups = 0;
@@ -87,6 +111,14 @@ static int write_cp(tg_changelog_t *cl, const char *cp_id, tg_db_t *db, tg_db_er
     {
         if (strcmp(json_string_value(json_array_get(g, 0)), cp_id) != 0) continue;
         json_t *changes = json_array_get(g, 1);
+        tg_config_digest_t delta;
+        if (known && tg_config_digest_from_decimal(json_string_value(json_array_get(g, 2)),
+                                                   &delta) == 0)
+            tg_config_digest_add(&cum, delta.sum);
+        else
+            known = false;
+        if (known) tg_config_digest_decimal(&cum, dec);
+        lit_add(&cums, known ? dec : "NULL");
         snprintf(num, sizeof(num), "%zu", json_array_size(changes));
         lit_add(&counts, num);
         snprintf(num, sizeof(num), "%d", ++ngroups);
@@ -100,11 +132,14 @@ static int write_cp(tg_changelog_t *cl, const char *cp_id, tg_db_t *db, tg_db_er
     }
     char n[32];
     snprintf(n, sizeof(n), "%d", ngroups);
-    const char *params[] = {
-        cp_id, n, lit_end(&counts), lit_end(&grps), lit_end(&types), lit_end(&ids), lit_end(&ops)};
-    PGresult *res = tg_db_exec(db, err, SQL, 7, params);
-    for (int k = 2; k < 7; k++)
-        free((char *)params[k]);
+    const char *params[] = {cp_id,         n,
+                            lit_end(&counts), lit_end(&grps),
+                            lit_end(&types),  lit_end(&ids),
+                            lit_end(&ops),    known ? dec : NULL,
+                            lit_end(&cums)};
+    PGresult *res = tg_db_exec(db, err, SQL, 9, params);
+    for (int k = 2; k < 9; k++)
+        if (k != 7) free((char *)params[k]);
     if (!res) return err->code;
     for (int r = 0; r < PQntuples(res); r++) {
         long long v = atoll(PQgetvalue(res, r, 0));

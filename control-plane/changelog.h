@@ -5,7 +5,8 @@
  * config version. Groups are collected for a whole transaction (one Admin
  * write, or a batch of them under group commit) and written by one statement
  * that bumps the control plane's config_version by the number of groups,
- * inserts the versions and their change rows, and is the last statement
+ * adds their digest contributions to its config_digest (sync-protocol rule 5),
+ * inserts the versions (each with its digest) and their change rows, and is the last statement
  * before COMMIT: the control-plane row lock is held only across the commit,
  * and versions become visible in commit order with no gaps. A trigger on
  * config_versions NOTIFYs listeners at commit.
@@ -15,6 +16,7 @@
 #ifndef TG_CHANGELOG_H
 #define TG_CHANGELOG_H
 
+#include "config_digest.h"
 #include "db.h"
 
 #include <jansson.h>
@@ -25,8 +27,14 @@ typedef struct tg_changelog {
 
 void tg_changelog_init(tg_changelog_t *cl);
 void tg_changelog_clear(tg_changelog_t *cl);
-/* Adds one group (one future version); `changes` is borrowed ([type, id, op] rows). */
-void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes);
+/*
+ * Adds one group (one future version); `changes` is borrowed ([type, id, op] rows). `delta` is
+ * the group's contribution to the config digest (sum of the hashes of the rows it wrote minus
+ * those of the rows it replaced or deleted, config_row.h), or NULL when it could not be
+ * computed: the control plane's digest is then unknown (NULL) until recomputed.
+ */
+void tg_changelog_add(tg_changelog_t *cl, const char *cp_id, json_t *changes,
+                      const tg_config_digest_t *delta);
 /*
  * Writes every group (one statement per control plane) inside the caller's
  * open transaction. Returns 0 or the db error code; *last_version receives the

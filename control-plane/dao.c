@@ -7,6 +7,7 @@
 #include "dao.h"
 #include "alloc.h"
 #include "changelog.h"
+#include "config_row.h"
 #include "crypto.h"
 #include "error.h"
 #include "log.h"
@@ -490,6 +491,8 @@ static int begin(tg_dao_t *dao, const tg_schema_t *s)
 {
     json_decref(dao->changes);
     dao->changes = json_array();
+    memset(&dao->digest_delta, 0, sizeof(dao->digest_delta));
+    dao->digest_unknown = false;
     return dao->db->batch ? 0 : tx(dao, s, "BEGIN");
 }
 
@@ -498,18 +501,48 @@ static void record_change(tg_dao_t *dao, const char *type, const char *id, const
     json_array_append_new(dao->changes, json_pack("[s,s,s]", type, id, op));
 }
 
+/*
+ * Adds (a row written) or subtracts (a row replaced or deleted) the config hash of every row
+ * of `res`, whose data-plane columns (tg_config_row_cols) start at `col`. A row that cannot
+ * be hashed would fail the snapshot builder too; here it only makes the digest unknown, so
+ * the write itself is not refused for it.
+ */
+static void hash_rows(tg_dao_t *dao, const tg_schema_t *s, const PGresult *res, int col, bool add)
+{
+    for (int r = 0; r < PQntuples(res) && !dao->digest_unknown; r++) {
+        uint8_t h[TG_CONFIG_DIGEST_LEN];
+        char err[256];
+        if (tg_config_row_hash(s, res, r, col, h, err, sizeof(err)) != 0) {
+            TG_LOGE("dao", "config digest: %s", err);
+            dao->digest_unknown = true;
+        } else if (add) {
+            tg_config_digest_add(&dao->digest_delta, h);
+        } else {
+            tg_config_digest_sub(&dao->digest_delta, h);
+        }
+    }
+}
+
+/* Records the deletion of every row of `res` (DELETE ... RETURNING tg_config_row_cols). */
+static void record_deleted(tg_dao_t *dao, const tg_schema_t *s, const PGresult *res)
+{
+    hash_rows(dao, s, res, 0, false);
+    for (int r = 0; r < PQntuples(res); r++) record_change(dao, s->name, PQgetvalue(res, r, 0), "delete");
+}
+
 static int commit(tg_dao_t *dao, const tg_schema_t *s)
 {
     int rc;
     dao->version = 0;
+    const tg_config_digest_t *delta = dao->digest_unknown ? NULL : &dao->digest_delta;
     if (dao->db->batch) {
-        tg_changelog_add(dao->db->batch, dao->cp_id, dao->changes);
+        tg_changelog_add(dao->db->batch, dao->cp_id, dao->changes, delta);
         rc = 0;
     } else {
         tg_changelog_t cl;
         tg_db_err_t err;
         tg_changelog_init(&cl);
-        tg_changelog_add(&cl, dao->cp_id, dao->changes);
+        tg_changelog_add(&cl, dao->cp_id, dao->changes, delta);
         rc = tg_changelog_write(&cl, dao->db, &err, &dao->version);
         tg_changelog_clear(&cl);
         if (rc != 0) {
@@ -692,15 +725,19 @@ static int build_cols(tg_dao_t *dao, const tg_schema_t *s, const json_t *e, long
     return 0;
 }
 
-/* INSERT (existing == false) or UPDATE of the row with the entity's id. */
+/*
+ * INSERT (existing == false) or UPDATE of the row with the entity's id. Both return the row's
+ * data-plane form for the config digest; the UPDATE also returns the form it replaces, read
+ * by its FROM item from the statement's snapshot (the row is locked by the fetch before).
+ */
 static int store(tg_dao_t *dao, const tg_schema_t *s, const json_t *e, long long expires_at,
                  bool update)
 {
     cols_t c;
     if (build_cols(dao, s, e, expires_at, &c) != 0) return -1;
     const char *params[MAX_COLS + 2] = {dao->cp_id, json_string_value(json_object_get(e, "id"))};
-    char sql[2048];
-    size_t len = update ? (size_t)snprintf(sql, sizeof(sql), "UPDATE %s SET ", s->name)
+    char sql[3072];
+    size_t len = update ? (size_t)snprintf(sql, sizeof(sql), "UPDATE %s AS t SET ", s->name)
                         : (size_t)snprintf(sql, sizeof(sql), "INSERT INTO %s (cp_id, id", s->name);
     for (int i = 0; i < c.n; i++) {
         params[i + 2] = c.values[i];
@@ -708,17 +745,23 @@ static int store(tg_dao_t *dao, const tg_schema_t *s, const json_t *e, long long
                       : (size_t)snprintf(sql + len, sizeof(sql) - len, ", %s", c.names[i]);
     }
     if (update) {
-        snprintf(sql + len, sizeof(sql) - len, " WHERE cp_id = $1::uuid AND id = $2::uuid");
+        snprintf(sql + len, sizeof(sql) - len,
+                 " FROM (SELECT * FROM %s WHERE cp_id = $1::uuid AND id = $2::uuid) AS o"
+                 " WHERE t.cp_id = $1::uuid AND t.id = $2::uuid RETURNING %s, %s",
+                 s->name, tg_config_row_cols(s, "t."), tg_config_row_cols(s, "o."));
     } else {
         len += (size_t)snprintf(sql + len, sizeof(sql) - len, ") VALUES ($1::uuid, $2::uuid");
         for (int i = 0; i < c.n; i++) len += (size_t)snprintf(sql + len, sizeof(sql) - len, ", $%d", i + 3);
-        snprintf(sql + len, sizeof(sql) - len, ")");
+        snprintf(sql + len, sizeof(sql) - len, ") RETURNING %s", tg_config_row_cols(s, ""));
     }
     tg_db_err_t err;
-    int rc = tg_db_run(dao->db, &err, sql, c.n + 2, params);
+    PGresult *res = tg_db_exec(dao->db, &err, sql, c.n + 2, params);
     const char *plain = json_string_value(json_object_get(e, "key"));
     cols_free(&c);
-    if (rc != 0) return map_db_error(dao, s, &err, e, plain, false);
+    if (!res) return map_db_error(dao, s, &err, e, plain, false);
+    hash_rows(dao, s, res, 0, true);
+    if (update) hash_rows(dao, s, res, tg_config_row_ncols(s), false);
+    PQclear(res);
     record_change(dao, s->name, json_string_value(json_object_get(e, "id")), "upsert");
     return 0;
 }
@@ -735,12 +778,13 @@ static int drop_expired_duplicate(tg_dao_t *dao, const tg_schema_t *s, const jso
     const char *params[] = {dao->cp_id, hex};
     tg_db_err_t err;
     char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND key_digest = $2::bytea"
-                            " AND expires_at <= extract(epoch from now())::bigint RETURNING id::text", s->name);
+                            " AND expires_at <= extract(epoch from now())::bigint RETURNING %s", s->name,
+                            tg_config_row_cols(s, ""));
     PGresult *res = tg_db_exec(dao->db, &err, sql, 2, params);
     free(sql);
     free(hex);
     if (!res) return map_db_error(dao, s, &err, NULL, NULL, false);
-    for (int i = 0; i < PQntuples(res); i++) record_change(dao, s->name, PQgetvalue(res, i, 0), "delete");
+    record_deleted(dao, s, res);
     PQclear(res);
     return 0;
 }
@@ -846,14 +890,14 @@ static int cascade(tg_dao_t *dao, const tg_schema_t *parent, const char *parent_
         const tg_schema_t *c = tg_entities[i];
         for (const tg_field_t *f = c->fields; f->name; f++) {
             if (f->type != TG_T_FOREIGN || f->rec != parent || !(f->flags & TG_F_CASCADE)) continue;
-            char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND %s_id = $2::uuid RETURNING id::text",
-                                    c->name, f->name);
+            char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND %s_id = $2::uuid RETURNING %s",
+                                    c->name, f->name, tg_config_row_cols(c, ""));
             const char *params[] = {dao->cp_id, parent_id};
             tg_db_err_t err;
             PGresult *res = tg_db_exec(dao->db, &err, sql, 2, params);
             free(sql);
             if (!res) return map_db_error(dao, c, &err, NULL, NULL, true);
-            for (int r = 0; r < PQntuples(res); r++) record_change(dao, c->name, PQgetvalue(res, r, 0), "delete");
+            record_deleted(dao, c, res);
             PQclear(res);
         }
     }
@@ -872,13 +916,16 @@ int tg_dao_delete(tg_dao_t *dao, const tg_schema_t *s, const char *id_or_key)
     const char *id = json_string_value(json_object_get(existing, "id"));
     rc = cascade(dao, s, id);
     if (!rc) {
-        char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND id = $2::uuid", s->name);
+        char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND id = $2::uuid RETURNING %s", s->name,
+                                tg_config_row_cols(s, ""));
         const char *params[] = {dao->cp_id, id};
         tg_db_err_t err;
-        if (tg_db_run(dao->db, &err, sql, 2, params) != 0) rc = map_db_error(dao, s, &err, existing, NULL, true);
+        PGresult *res = tg_db_exec(dao->db, &err, sql, 2, params);
+        if (!res) rc = map_db_error(dao, s, &err, existing, NULL, true);
+        else record_deleted(dao, s, res);
+        PQclear(res);
         free(sql);
     }
-    if (!rc) record_change(dao, s->name, id, "delete");
     if (!rc) rc = commit(dao, s);
     else rollback(dao);
     json_decref(existing);
@@ -946,7 +993,7 @@ int tg_dao_purge_expired(tg_dao_t *dao)
     int total = 0;
     if (begin(dao, s)) return -1;
     char *sql = tg_asprintf("DELETE FROM %s WHERE cp_id = $1::uuid AND expires_at <= extract(epoch from now())::bigint"
-                            " RETURNING id::text", s->name);
+                            " RETURNING %s", s->name, tg_config_row_cols(s, ""));
     const char *params[] = {dao->cp_id};
     tg_db_err_t err;
     PGresult *res = tg_db_exec(dao->db, &err, sql, 1, params);
@@ -956,7 +1003,7 @@ int tg_dao_purge_expired(tg_dao_t *dao)
         return map_db_error(dao, s, &err, NULL, NULL, false);
     }
     total = PQntuples(res);
-    for (int i = 0; i < total; i++) record_change(dao, s->name, PQgetvalue(res, i, 0), "delete");
+    record_deleted(dao, s, res);
     PQclear(res);
     return commit(dao, s) ? -1 : total;
 }

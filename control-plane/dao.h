@@ -5,7 +5,8 @@
  * foreign endpoint keys, validates, encrypts credential keys (digest + AES-GCM
  * copy under the keyring), cascades deletes, and appends the change log: every
  * successful write is one transaction that also bumps the control plane's
- * config version and records one change row per touched entity.
+ * config version, records one change row per touched entity and adds the
+ * write's contribution to the control plane's config digest.
  *
  * A tg_dao_t is used by one worker thread at a time and borrows its
  * connection. Every function returns 0 on success or -1 on failure, in which
@@ -15,10 +16,12 @@
 #ifndef TG_DAO_H
 #define TG_DAO_H
 
+#include "config_digest.h"
 #include "db.h"
 #include "schema.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct tg_dao {
@@ -28,6 +31,11 @@ typedef struct tg_dao {
     int status;
     json_t *error;
     json_t *changes;        /* [type, id, op] rows of the write in progress */
+    /* the write's contribution to the config digest (sync-protocol rule 5): + h(row written),
+     * - h(row replaced or deleted), config_row.h; digest_unknown when a row could not be
+     * hashed (the change log then records the digest as unknown) */
+    tg_config_digest_t digest_delta;
+    bool digest_unknown;
     long long version;      /* config version written by the last successful write */
 } tg_dao_t;
 

@@ -2,16 +2,16 @@
  * sync_build.c — deltas and snapshots read from the change log and the entity tables
  * (sync_build.h).
  *
- * Entities leave the control plane in their data-plane form: the stored document, plus for
- * key-auth credentials the key's SHA-256 (`key_digest`) and `expires_at` — never the key, never
- * its ciphertext (DESIGN §4).
+ * Entities leave the control plane in their data-plane form (config_row.h).
  */
 #include "sync_build.h"
 
 #include "alloc.h"
 #include "config_digest.h"
+#include "config_row.h"
 #include "entity_codec.h"
 #include "error.h"
+#include "log.h"
 #include "schema.h"
 #include "sync_frame.h"
 
@@ -42,14 +42,24 @@ static void end_read(tg_db_t *db)
     tg_db_run(db, &e, "COMMIT", 0, NULL);
 }
 
+/* numeric (decimal) digest column → hex; "" for NULL or anything unreadable. */
+static void digest_hex_of(const PGresult *res, int row, int col, char out[65])
+{
+    tg_config_digest_t d;
+    out[0] = '\0';
+    if (!PQgetisnull(res, row, col) && tg_config_digest_from_decimal(PQgetvalue(res, row, col), &d) == 0)
+        tg_config_digest_hex(&d, out);
+}
+
 int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64_t *oldest,
-                          char *err, size_t errlen)
+                          char digest[65], char *err, size_t errlen)
 {
     tg_db_err_t e;
     const char *p[] = {cp_id};
     PGresult *res = tg_db_exec(db, &e,
                                "SELECT cp.config_version, (SELECT min(version) FROM config_versions"
-                               " v WHERE v.cp_id = cp.id) FROM control_planes cp WHERE cp.id = $1",
+                               " v WHERE v.cp_id = cp.id), cp.config_digest::text"
+                               " FROM control_planes cp WHERE cp.id = $1",
                                1, p);
     if (!res) {
         snprintf(err, errlen, "%s", e.message);
@@ -62,33 +72,12 @@ int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64
     }
     *latest = atoll(PQgetvalue(res, 0, 0));
     *oldest = PQgetisnull(res, 0, 1) ? *latest + 1 : atoll(PQgetvalue(res, 0, 1));
+    if (digest) digest_hex_of(res, 0, 2, digest);
     PQclear(res);
     return 0;
 }
 
 /* ---------------------------------------------------------------- entities */
-
-static bool is_credential(const tg_schema_t *s)
-{
-    return s->ttl; /* key-auth credentials: the only entity with a secret and a ttl */
-}
-
-/* The data-plane form of one row: doc (+ key_digest, expires_at). */
-static json_t *row_entity(const tg_schema_t *s, PGresult *res, int row)
-{
-    json_t *e = json_loads(PQgetvalue(res, row, 1), 0, NULL);
-    if (!e || !is_credential(s)) return e;
-    json_object_set_new(e, "key_digest", json_string(PQgetvalue(res, row, 2)));
-    if (!PQgetisnull(res, row, 3))
-        json_object_set_new(e, "expires_at", json_integer(atoll(PQgetvalue(res, row, 3))));
-    return e;
-}
-
-static const char *select_cols(const tg_schema_t *s)
-{
-    return is_credential(s) ? "id::text, doc::text, encode(key_digest, 'hex'), expires_at"
-                            : "id::text, doc::text";
-}
 
 static change_t *new_change(const char *type, const char *id, bool upsert)
 {
@@ -105,28 +94,15 @@ static change_t *new_change(const char *type, const char *id, bool upsert)
 static change_t *row_change(const tg_schema_t *s, PGresult *res, int row,
                             tg_config_digest_t *digest, char *err, size_t errlen)
 {
-    const char *id = PQgetvalue(res, row, 0);
-    json_t *e = row_entity(s, res, row);
-    if (!e) {
-        snprintf(err, errlen, "%s %s: stored document does not parse", s->name, id);
-        return NULL;
-    }
-    tg_pb_entity_t *pb = tg_proto_entity_from_json(s->name, e, err, errlen);
-    json_decref(e);
+    tg_pb_entity_t *pb = tg_config_row_proto(s, res, row, 0, err, errlen);
     if (!pb) return NULL;
+    const char *id = PQgetvalue(res, row, 0);
     if (digest) {
-        /* hash what the data plane will decode, so both sides agree byte for byte; the
-         * canonical text comes straight from the message (entity_codec.h) */
-        size_t len;
-        char *canon = tg_proto_entity_canonical(s->name, pb, &len, err, errlen);
-        if (!canon) {
+        uint8_t h[TG_CONFIG_DIGEST_LEN];
+        if (tg_config_row_hash_proto(s, id, pb, h, err, errlen) != 0) {
             tg_proto_entity_free(pb);
             return NULL;
         }
-        uint8_t h[TG_CONFIG_DIGEST_LEN];
-        tg_config_digest_entity_raw(tg_str_from(s->name), tg_str_from(id), (tg_str_t){canon, len},
-                                    h);
-        free(canon);
         tg_config_digest_add(digest, h);
     }
     change_t *c = new_change(s->name, id, true);
@@ -249,7 +225,7 @@ static int fetch_upserts(tg_db_t *db, const char *cp_id, const merged_t *m, size
     *w = '\0';
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE cp_id = $1 AND id = ANY($2::uuid[])",
-             select_cols(s), s->name);
+             tg_config_row_cols(s, ""), s->name);
     const char *p[] = {cp_id, ids};
     tg_db_err_t e;
     PGresult *res = tg_db_exec(db, &e, sql, 2, p);
@@ -306,7 +282,8 @@ int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t n
     int rc = begin_snapshot_read(db, err, errlen);
     if (rc) return rc;
     int64_t latest, oldest;
-    rc = tg_sync_read_versions(db, cp_id, &latest, &oldest, err, errlen);
+    char digest[65] = "";
+    rc = tg_sync_read_versions(db, cp_id, &latest, &oldest, digest, err, errlen);
     if (rc == 0 && from == latest) rc = TG_SYNC_UP_TO_DATE;
     if (rc == 0 && (from > latest || from < 0 || oldest > from + 1)) rc = TG_SYNC_NEED_SNAPSHOT;
     merged_t *m = NULL;
@@ -326,6 +303,7 @@ int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t n
         d.to_version = latest;
         d.n_changes = n;
         d.changes = changes;
+        d.config_digest = digest; /* the DP checks its own after applying (rule 5) */
         tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
         env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_DELTA;
         env.delta = &d;
@@ -334,6 +312,7 @@ int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t n
         } else {
             *out = new_payload(false, from, latest, nonce);
             (*out)->entities = n;
+            memcpy((*out)->digest, digest, sizeof(digest));
             add_frame(*out, &env, headroom);
         }
     }
@@ -425,7 +404,7 @@ static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, c
      * serves, so every page would scan and sort the whole table (quadratic at 1M keys). */
     snprintf(sql, sizeof(sql),
              "SELECT %s FROM %s WHERE cp_id = $1 AND id > $2::uuid ORDER BY %s.id LIMIT %d",
-             select_cols(s), s->name, s->name, FETCH_ROWS);
+             tg_config_row_cols(s, ""), s->name, s->name, FETCH_ROWS);
     int rc = page_send(db, sql, cp_id, after, err, errlen);
     while (rc == 0) {
         PGresult *res = page_wait(db, err, errlen);
@@ -441,6 +420,10 @@ static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, c
             if (!c) {
                 rc = -TG_EINVAL;
                 break;
+            }
+            if (!ck) { /* digest only (tg_sync_digest_repair) */
+                tollgate__sync__v1__change__free_unpacked(c, NULL);
+                continue;
             }
             chunk_add(ck, c);
             ck->p->entities++;
@@ -489,7 +472,8 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
     int rc = begin_snapshot_read(db, err, errlen);
     if (rc) return rc;
     int64_t latest, oldest;
-    rc = tg_sync_read_versions(db, cp_id, &latest, &oldest, err, errlen);
+    char kept[65] = "";
+    rc = tg_sync_read_versions(db, cp_id, &latest, &oldest, kept, err, errlen);
     /* chunks are built first; SnapshotBegin (which counts the entities) is put in front after */
     tg_sync_payload_t *body = new_payload(true, -1, latest, nonce);
     chunker_t ck = {.p = body, .headroom = headroom};
@@ -506,7 +490,27 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
         return rc;
     }
     tg_config_digest_hex(&digest, body->digest);
+    /* the digest the writes kept (rule 5) must be the one recomputed here; if not, the
+     * recomputed one is the truth the DP will hold, and the difference is a bug to report */
+    bool drift = kept[0] && strcmp(kept, body->digest) != 0;
+    if (drift) {
+        /* rows changed behind the change log's back (or a bug): forget the kept digest so the
+         * repair (tg_sync_digest_repair) recomputes it under the row lock; only if no write
+         * came since, whose contribution would then be lost twice */
+        TG_LOGE("sync", "control plane %s, version %lld: config digest kept by the writes %s"
+                " differs from the one recomputed for the snapshot %s; recomputing it", cp_id,
+                (long long)latest, kept, body->digest);
+        char v[24];
+        snprintf(v, sizeof(v), "%lld", (long long)latest);
+        const char *u[] = {cp_id, v};
+        tg_db_err_t e;
+        tg_db_run(db, &e,
+                  "UPDATE control_planes SET config_digest = NULL WHERE id = $1"
+                  " AND config_version = $2::bigint",
+                  2, u);
+    }
     tg_sync_payload_t *p = new_payload(true, -1, latest, nonce);
+    p->digest_drift = drift;
     p->entities = body->entities;
     memcpy(p->digest, body->digest, sizeof(p->digest));
     add_snapshot_begin(p, headroom);
@@ -520,4 +524,70 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
     free(body);
     *out = p;
     return 0;
+}
+
+/* ---------------------------------------------------------------- digest repair */
+
+/* One control plane: its digest computed from every entity under the control-plane row lock
+ * (READ COMMITTED: writers wait at their change-log statement, which needs that lock, so no
+ * write commits between the pages and every write after it adds to the value stored here). */
+static int repair_one(tg_db_t *db, const char *cp_id, bool *repaired, char *err, size_t errlen)
+{
+    tg_db_err_t e;
+    const char *p[] = {cp_id};
+    if (tg_db_run(db, &e, "BEGIN", 0, NULL) != 0) {
+        snprintf(err, errlen, "%s", e.message);
+        return -TG_EDB;
+    }
+    PGresult *res = tg_db_exec(db, &e,
+                               "SELECT config_digest IS NULL FROM control_planes WHERE id = $1"
+                               " FOR UPDATE",
+                               1, p);
+    int rc = res ? 0 : -TG_EDB;
+    if (!res) snprintf(err, errlen, "%s", e.message);
+    bool missing = res && PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    if (res) PQclear(res);
+    tg_config_digest_t digest = {{0}};
+    for (int i = 0; rc == 0 && missing && tg_entities[i]; i++)
+        rc = snapshot_type(db, cp_id, tg_entities[i], NULL, &digest, err, errlen);
+    if (rc == 0 && missing) {
+        char dec[TG_CONFIG_DIGEST_DEC_LEN + 1];
+        tg_config_digest_decimal(&digest, dec);
+        const char *u[] = {cp_id, dec};
+        /* the latest version's row too, so a NOTIFY-less reader of it agrees */
+        if (tg_db_run(db, &e,
+                      "WITH cp AS (UPDATE control_planes SET config_digest = $2::numeric"
+                      " WHERE id = $1 RETURNING config_version)"
+                      " UPDATE config_versions v SET digest = $2::numeric FROM cp"
+                      " WHERE v.cp_id = $1 AND v.version = cp.config_version",
+                      2, u) != 0) {
+            snprintf(err, errlen, "%s", e.message);
+            rc = -TG_EDB;
+        }
+    }
+    tg_db_err_t ignored;
+    tg_db_run(db, rc ? &ignored : &e, rc ? "ROLLBACK" : "COMMIT", 0, NULL);
+    if (rc == 0 && missing) *repaired = true;
+    return rc;
+}
+
+int tg_sync_digest_repair(tg_db_t *db, int *repaired, char *err, size_t errlen)
+{
+    *repaired = 0;
+    tg_db_err_t e;
+    PGresult *res = tg_db_exec(db, &e,
+                               "SELECT id::text FROM control_planes WHERE config_digest IS NULL",
+                               0, NULL);
+    if (!res) {
+        snprintf(err, errlen, "%s", e.message);
+        return tg_db_err_is_down(&e) ? -TG_EDBDOWN : -TG_EDB;
+    }
+    int rc = 0;
+    for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+        bool done = false;
+        rc = repair_one(db, PQgetvalue(res, i, 0), &done, err, errlen);
+        *repaired += done;
+    }
+    PQclear(res);
+    return rc;
 }

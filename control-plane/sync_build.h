@@ -32,7 +32,8 @@ typedef struct tg_sync_payload {
     size_t nframes;
     size_t bytes;       /* sum of frame lengths */
     size_t entities;    /* changes in the delta, entities in the snapshot */
-    char digest[65];    /* config digest at `to` (hex); "" when not computed (deltas) */
+    char digest[65];    /* config digest at `to` (hex); "" when not known */
+    bool digest_drift;  /* snapshot: the digest the writes kept differed (now being repaired) */
     int refs;           /* loop thread only */
 } tg_sync_payload_t;
 
@@ -43,11 +44,12 @@ enum tg_sync_build_rc {
 };
 
 /*
- * The latest config version of a control plane and the oldest version still in its change log
- * (latest + 1 when the log is empty).
+ * The latest config version of a control plane, the oldest version still in its change log
+ * (latest + 1 when the log is empty) and, when `digest` is not NULL, the config digest the
+ * writes kept for the latest version (hex; "" when not known).
  */
 int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64_t *oldest,
-                          char *err, size_t errlen);
+                          char digest[65], char *err, size_t errlen);
 
 /*
  * The merged delta from `from` to the latest version: the last operation of each (type, id)
@@ -57,9 +59,17 @@ int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64
 int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t nonce,
                         size_t headroom, tg_sync_payload_t **out, char *err, size_t errlen);
 
-/* A chunked snapshot of the latest version, with its config digest. */
+/* A chunked snapshot of the latest version, with its config digest recomputed from the
+ * entities (and checked against the one the writes kept: a difference is logged). */
 int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
                            tg_sync_payload_t **out, char *err, size_t errlen);
+
+/*
+ * Computes the config digest of every control plane whose digest is not known (NULL: it held
+ * entities before migration 005, or a write could not hash a row) and stores it. Runs its own
+ * transactions; *repaired counts the control planes set. 0 or a negative code with err.
+ */
+int tg_sync_digest_repair(tg_db_t *db, int *repaired, char *err, size_t errlen);
 
 /* Frees a payload (no reference counting: the caller decides when). */
 void tg_sync_payload_free(tg_sync_payload_t *p);

@@ -20,6 +20,7 @@
 
 #include "alloc.h"
 #include "changelog.h"
+#include "config_digest.h"
 #include "error.h"
 #include "join.h"
 #include "log.h"
@@ -65,6 +66,7 @@ typedef struct cp_entry {
     struct cp_entry *next;
     char cp_id[37];
     int64_t latest;
+    char latest_digest[65];  /* config digest at `latest` (hex), "" when not known (rule 5) */
     int64_t oldest;          /* oldest version still in the change log (as last read) */
     uint64_t latest_seen_ms; /* when this node learned of `latest` (commit -> ack latency) */
     tg_sync_payload_t *snapshot;
@@ -119,6 +121,8 @@ struct tg_sync_hub {
     bool stopping;
     uint64_t purge_at_ms;
     bool purging;
+    uint64_t repair_at_ms; /* next look for control planes whose digest is not known */
+    bool repairing, repair_now;
     /* read by other threads (tg_sync_hub_get_stats, tg_sync_hub_view) */
     pthread_mutex_t lock;
     tg_sync_hub_stats_t stats;
@@ -208,11 +212,21 @@ static void cp_forget(tg_sync_hub_t *h, const char *cp_id)
     }
 }
 
-static void cp_learn(tg_sync_hub_t *h, cp_entry_t *c, int64_t version)
+/* A version of the control plane and its digest (NULL or "" when not known), from whatever
+ * read or heard it: newer versions replace `latest`, a known digest fills an unknown one. */
+static void cp_learn(tg_sync_hub_t *h, cp_entry_t *c, int64_t version, const char *digest)
 {
-    if (version <= c->latest) return;
-    c->latest = version;
-    c->latest_seen_ms = now_ms(h);
+    if (version < c->latest) return;
+    if (version > c->latest) {
+        /* known, then not: something could not be hashed (or was loaded behind the change
+         * log's back) — look now rather than at the next periodic look */
+        if (c->latest_digest[0] && !(digest && digest[0])) h->repair_now = true;
+        c->latest = version;
+        c->latest_seen_ms = now_ms(h);
+        c->latest_digest[0] = '\0';
+    }
+    if (digest && digest[0] && !c->latest_digest[0])
+        snprintf(c->latest_digest, sizeof(c->latest_digest), "%s", digest);
 }
 
 static void payload_unref(tg_sync_payload_t *p)
@@ -233,6 +247,7 @@ typedef struct hub_job {
     char err[256];
     tg_sync_payload_t *payload;
     int64_t latest, oldest;
+    char digest[65]; /* with latest */
     char *csr, *cert;
     char *sql_params[11]; /* the status UPDATE's parameters */
     /* a realm lookup: the request's fields, copied, and the answer */
@@ -443,7 +458,7 @@ static void delta_done(tg_job_t *job)
     s->building = false;
     cp_entry_t *c = cp_get(s->hub, s->cp_id);
     if (j->rc == TG_SYNC_BUILT) {
-        cp_learn(s->hub, c, j->payload->to);
+        cp_learn(s->hub, c, j->payload->to, j->payload->digest);
         push(s, j->payload);
     } else if (j->rc == TG_SYNC_NEED_SNAPSHOT) {
         s->want_snapshot = true;
@@ -491,7 +506,11 @@ static void snapshot_done(tg_job_t *job)
         payload_unref(c->snapshot);
         c->snapshot = j->payload;
         c->snapshot->refs = 1; /* the cache's reference */
-        cp_learn(h, c, c->snapshot->to);
+        cp_learn(h, c, c->snapshot->to, NULL);
+        /* recomputed from the entities: the truth, should the kept digest ever differ */
+        if (c->snapshot->to == c->latest)
+            snprintf(c->latest_digest, sizeof(c->latest_digest), "%s", c->snapshot->digest);
+        if (c->snapshot->digest_drift) h->repair_now = true;
         TG_LOGI(MOD, "control plane %s: snapshot of version %lld built (%zu entities, %zu bytes)",
                 c->cp_id, (long long)c->snapshot->to, c->snapshot->entities, c->snapshot->bytes);
     } else {
@@ -552,7 +571,8 @@ static void admit_run(tg_job_t *job, tg_db_t *db)
     tg_sync_session_t *s = j->s;
     j->rc = tg_join_check_data_plane(db, s->node_id, s->cp_id, s->serial);
     if (j->rc == 0)
-        j->rc = tg_sync_read_versions(db, s->cp_id, &j->latest, &j->oldest, j->err, sizeof(j->err));
+        j->rc = tg_sync_read_versions(db, s->cp_id, &j->latest, &j->oldest, j->digest, j->err,
+                                      sizeof(j->err));
 }
 
 static void send_welcome(tg_sync_session_t *s, int64_t latest, int64_t oldest)
@@ -599,7 +619,7 @@ static void admit_done(tg_job_t *job)
                    "the control plane cannot read its database; retry later");
     } else {
         cp_entry_t *c = cp_get(s->hub, s->cp_id);
-        cp_learn(s->hub, c, j->latest);
+        cp_learn(s->hub, c, j->latest, j->digest);
         c->oldest = j->oldest;
         send_welcome(s, j->latest, j->oldest);
         s->state = READY;
@@ -698,9 +718,15 @@ static void on_ack(tg_sync_session_t *s, const Tollgate__Sync__V1__Ack *m)
         stat_latency(h, (double)(now_ms(h) - c->latest_seen_ms) / 1000);
     bool mismatch =
         s->inflight->digest[0] && s->digest[0] && strcmp(s->inflight->digest, s->digest) != 0;
+    bool was_snapshot = s->inflight->snapshot;
     end_inflight(s);
     s->behind_since_ms = s->applied >= c->latest ? 0 : now_ms(h);
-    if (mismatch) {
+    if (mismatch && !was_snapshot) {
+        /* a DP that does not check a delta's digest itself: the same repair as its NACK */
+        mark_status(s, s->applied >= c->latest ? "normal" : "behind", "");
+        request_resync(s, s->applied,
+                       "config digest differs from the control plane's after a delta");
+    } else if (mismatch) {
         /* the DP checks the announced digest before it commits a snapshot, so this is a DP
          * that does not: nothing another snapshot would fix */
         mark_status(s, "rejected",
@@ -790,9 +816,13 @@ static void on_heartbeat(tg_sync_session_t *s, const Tollgate__Sync__V1__Heartbe
         return;
     }
     if (m->config_digest) snprintf(s->digest, sizeof(s->digest), "%s", m->config_digest);
+    /* rule 5 at every version: the digest the writes kept for the DP's version (the latest),
+     * or that of the shared snapshot */
     cp_entry_t *c = cp_get(h, s->cp_id);
-    if (c->snapshot && c->snapshot->to == s->applied && s->digest[0] && !s->inflight &&
-        strcmp(c->snapshot->digest, s->digest) != 0)
+    const char *want = s->applied == c->latest && c->latest_digest[0] ? c->latest_digest
+                       : c->snapshot && c->snapshot->to == s->applied ? c->snapshot->digest
+                                                                      : "";
+    if (want[0] && s->digest[0] && !s->inflight && strcmp(want, s->digest) != 0)
         request_resync(s, s->applied, "config digest differs from the control plane's");
     s->status_dirty = true;
 }
@@ -1051,12 +1081,16 @@ static void on_notify(tg_sync_hub_t *h, const PGnotify *n)
 {
     STAT(h, h->stats.notifies++);
     if (strcmp(n->relname, "tollgate_config") == 0) {
+        /* "cp_id:version:digest" (migration 005; digest decimal, empty when not known) */
         const char *colon = strchr(n->extra, ':');
         if (!colon || colon - n->extra != 36) return;
-        char cp_id[37];
+        char cp_id[37], hex[65] = "";
         memcpy(cp_id, n->extra, 36);
         cp_id[36] = '\0';
-        cp_learn(h, cp_get(h, cp_id), atoll(colon + 1));
+        const char *dec = strchr(colon + 1, ':');
+        tg_config_digest_t d;
+        if (dec && tg_config_digest_from_decimal(dec + 1, &d) == 0) tg_config_digest_hex(&d, hex);
+        cp_learn(h, cp_get(h, cp_id), atoll(colon + 1), hex);
         schedule_cp(h, cp_id);
     } else if (strcmp(n->relname, "tollgate_cluster") == 0 &&
                strncmp(n->extra, "revoke:", 7) == 0) {
@@ -1090,15 +1124,20 @@ static void on_listen_readable(uv_poll_t *p, int status, int events)
 static void versions_run(tg_job_t *job, tg_db_t *db)
 {
     hub_job_t *j = (hub_job_t *)job;
-    j->rc = tg_sync_read_versions(db, j->cp_id, &j->latest, &j->oldest, j->err, sizeof(j->err));
+    j->rc = tg_sync_read_versions(db, j->cp_id, &j->latest, &j->oldest, j->digest, j->err,
+                                  sizeof(j->err));
 }
 
 static void versions_done(tg_job_t *job)
 {
     hub_job_t *j = (hub_job_t *)job;
     if (finish_job(j) && j->rc == 0) {
-        cp_get(j->hub, j->cp_id)->oldest = j->oldest;
-        cp_learn(j->hub, cp_get(j->hub, j->cp_id), j->latest);
+        cp_entry_t *c = cp_get(j->hub, j->cp_id);
+        c->oldest = j->oldest;
+        cp_learn(j->hub, c, j->latest, j->digest);
+        /* read from the database just now: authoritative for its version (after a repair) */
+        if (j->latest == c->latest && j->digest[0])
+            snprintf(c->latest_digest, sizeof(c->latest_digest), "%s", j->digest);
         schedule_cp(j->hub, j->cp_id);
     }
     free_job(j);
@@ -1150,7 +1189,7 @@ static void send_heartbeat(tg_sync_session_t *s)
     Tollgate__Sync__V1__Heartbeat hb = TOLLGATE__SYNC__V1__HEARTBEAT__INIT;
     hb.has_version = 1;
     hb.version = c->latest;
-    hb.config_digest = c->snapshot && c->snapshot->to == c->latest ? c->snapshot->digest : "";
+    hb.config_digest = c->latest_digest;
     tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
     env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
@@ -1218,6 +1257,52 @@ static void maybe_purge(tg_sync_hub_t *h, uint64_t now)
     tg_workers_submit(h->o.workers, &new_job(h, NULL, purge_run, purge_done)->job);
 }
 
+/* ---------------------------------------------------------------- digest repair */
+
+/*
+ * A control plane whose digest is not known (it held entities before migration 005, or a write
+ * could not hash a row) gets it computed from its entities (tg_sync_digest_repair): once at
+ * start, then at most once a minute while this node knows of one.
+ */
+#define REPAIR_INTERVAL_MS 60000
+
+static void repair_run(tg_job_t *job, tg_db_t *db)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    int n = 0;
+    j->rc = tg_sync_digest_repair(db, &n, j->err, sizeof(j->err));
+    j->latest = n;
+}
+
+static void repair_done(tg_job_t *job)
+{
+    hub_job_t *j = (hub_job_t *)job;
+    tg_sync_hub_t *h = j->hub;
+    h->repairing = false;
+    if (finish_job(j)) {
+        if (j->rc)
+            TG_LOGW(MOD, "cannot compute unknown config digests: %s", j->err);
+        else if (j->latest > 0)
+            TG_LOGN(MOD, "computed the config digest of %lld control plane(s)",
+                    (long long)j->latest);
+        if (j->rc == 0 && j->latest > 0) catch_up_versions(h);
+    }
+    free_job(j);
+}
+
+static void maybe_repair(tg_sync_hub_t *h, uint64_t now)
+{
+    if (h->repairing || (now < h->repair_at_ms && !h->repair_now)) return;
+    bool unknown = h->repair_at_ms == 0 || h->repair_now; /* at start, or a snapshot's say */
+    h->repair_now = false;
+    for (cp_entry_t *c = h->cps; c && !unknown; c = c->next)
+        unknown = c->latest > 0 && !c->latest_digest[0];
+    h->repair_at_ms = now + REPAIR_INTERVAL_MS;
+    if (!unknown) return;
+    h->repairing = true;
+    tg_workers_submit(h->o.workers, &new_job(h, NULL, repair_run, repair_done)->job);
+}
+
 /* ---------------------------------------------------------------- the published view */
 
 static json_t *session_json(tg_sync_hub_t *h, tg_sync_session_t *s)
@@ -1241,9 +1326,11 @@ static void publish_view(tg_sync_hub_t *h)
 {
     json_t *cps = json_array(), *dps = json_array();
     for (cp_entry_t *c = h->cps; c; c = c->next)
-        json_array_append_new(cps, json_pack("{s:s,s:I,s:I}", "id", c->cp_id, "latest_version",
-                                             (json_int_t)c->latest, "oldest_version",
-                                             (json_int_t)c->oldest));
+        json_array_append_new(cps, json_pack("{s:s,s:I,s:I,s:s?}", "id", c->cp_id,
+                                             "latest_version", (json_int_t)c->latest,
+                                             "oldest_version", (json_int_t)c->oldest,
+                                             "latest_digest",
+                                             c->latest_digest[0] ? c->latest_digest : NULL));
     for (tg_sync_session_t *s = h->sessions; s; s = s->next)
         if (s->conn && s->state == READY) json_array_append_new(dps, session_json(h, s));
     json_t *view =
@@ -1263,6 +1350,7 @@ static void on_tick(uv_timer_t *t)
     tg_sync_hub_t *h = t->data;
     uint64_t now = now_ms(h);
     maybe_purge(h, now);
+    maybe_repair(h, now);
     if (!h->listen && now >= h->listen_retry_ms) {
         listen_open(h);
         h->listen_retry_ms = now + LISTEN_RETRY_MS;

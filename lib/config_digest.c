@@ -7,6 +7,7 @@
 #include "error.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +93,51 @@ int tg_config_digest_from_hex(const char *hex, tg_config_digest_t *d)
         int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return -TG_EINVAL;
         d->sum[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+/*
+ * Decimal text, for PostgreSQL's numeric type: the control plane keeps its running digest
+ * there so that the change-log statement can add a write's contribution with SQL arithmetic
+ * (sync_build.h, changelog.h). Schoolbook conversion on the 32 bytes; 78 digits at most.
+ */
+void tg_config_digest_decimal(const tg_config_digest_t *d, char out[TG_CONFIG_DIGEST_DEC_LEN + 1])
+{
+    uint8_t n[TG_CONFIG_DIGEST_LEN];
+    memcpy(n, d->sum, sizeof n);
+    char rev[TG_CONFIG_DIGEST_DEC_LEN];
+    size_t len = 0;
+    bool zero;
+    do {
+        unsigned rem = 0;
+        zero = true;
+        for (size_t i = 0; i < sizeof n; i++) { /* n /= 10, most significant byte first */
+            unsigned cur = rem << 8 | n[i];
+            n[i] = (uint8_t)(cur / 10);
+            rem = cur % 10;
+            if (n[i]) zero = false;
+        }
+        rev[len++] = (char)('0' + rem);
+    } while (!zero);
+    for (size_t i = 0; i < len; i++)
+        out[i] = rev[len - 1 - i];
+    out[len] = '\0';
+}
+
+int tg_config_digest_from_decimal(const char *dec, tg_config_digest_t *d)
+{
+    if (!dec || !*dec || strlen(dec) > TG_CONFIG_DIGEST_DEC_LEN) return -TG_EINVAL;
+    memset(d->sum, 0, sizeof d->sum);
+    for (const char *p = dec; *p; p++) {
+        if (*p < '0' || *p > '9') return -TG_EINVAL;
+        unsigned carry = (unsigned)(*p - '0');
+        for (int i = TG_CONFIG_DIGEST_LEN - 1; i >= 0; i--) { /* sum = sum * 10 + digit */
+            unsigned cur = d->sum[i] * 10u + carry;
+            d->sum[i] = (uint8_t)cur;
+            carry = cur >> 8;
+        }
+        if (carry) return -TG_EINVAL; /* 2^256 or more */
     }
     return 0;
 }

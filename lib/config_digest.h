@@ -25,6 +25,7 @@
 
 #define TG_CONFIG_DIGEST_LEN 32
 #define TG_CONFIG_DIGEST_HEX_LEN 64
+#define TG_CONFIG_DIGEST_DEC_LEN 78 /* decimal digits of 2^256 - 1 */
 
 typedef struct tg_config_digest {
     uint8_t sum[TG_CONFIG_DIGEST_LEN]; /* big-endian */
@@ -53,5 +54,10 @@ void tg_config_digest_sub(tg_config_digest_t *d, const uint8_t h[TG_CONFIG_DIGES
 void tg_config_digest_hex(const tg_config_digest_t *d, char out[TG_CONFIG_DIGEST_HEX_LEN + 1]);
 /* Parses 64 hex digits (any case). Returns -TG_EINVAL for anything else. */
 int tg_config_digest_from_hex(const char *hex, tg_config_digest_t *d);
+/* The digest as a decimal integer (no sign, no leading zeros; "0" for zero), and back: the
+ * control plane's PostgreSQL form (numeric). from_decimal returns -TG_EINVAL for anything but
+ * 1-78 digits below 2^256. */
+void tg_config_digest_decimal(const tg_config_digest_t *d, char out[TG_CONFIG_DIGEST_DEC_LEN + 1]);
+int tg_config_digest_from_decimal(const char *dec, tg_config_digest_t *d);
 
 #endif

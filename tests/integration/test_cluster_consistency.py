@@ -397,6 +397,12 @@ def test_random_writes_over_two_nodes_with_faults_end_consistent(cluster, upstre
         for typ in listed:
             assert ids.get(typ, set()) == listed[typ], \
                 f"node {i + 1}'s snapshot and the Admin API differ in {typ}"
+    # the digest the writes kept in PostgreSQL (rule 5: O(1) per change), as each node reads it
+    for i, cp in enumerate(cps):
+        r = admin_get(cp, "/clustering/status")
+        (mine,) = [c for c in r.json()["control_planes"] if c["name"] == "default"]
+        assert mine["config_digest"] == digest, \
+            f"node {i + 1}: kept digest {mine['config_digest']}, recomputed {digest}"
     for typ, expect in model.ids().items():
         assert listed[typ] == expect, (f"the Admin API's {typ} differ from the model: "
                                        f"{len(listed[typ] - expect)} unexpected, "
