@@ -323,8 +323,18 @@ int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t n
 
 /* ---------------------------------------------------------------- snapshots */
 
+/* Hands the frames built so far to the stream, which owns them from then on. */
+static void emit(tg_sync_payload_t *p, tg_sync_stream_t *stream, bool last)
+{
+    if (!stream || !p->nframes) return;
+    stream->emit(stream, p, p->frames, p->nframes, last);
+    p->frames = NULL;
+    p->nframes = 0;
+}
+
 typedef struct chunker {
     tg_sync_payload_t *p;
+    tg_sync_stream_t *stream; /* NULL: the frames stay in p */
     size_t headroom;
     change_t **pending;
     size_t npending, cap, pending_bytes;
@@ -344,6 +354,7 @@ static void flush_chunk(chunker_t *ck)
     env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_SNAPSHOT_CHUNK;
     env.snapshot_chunk = &c;
     add_frame(ck->p, &env, ck->headroom);
+    emit(ck->p, ck->stream, false);
     for (size_t i = 0; i < ck->npending; i++)
         tollgate__sync__v1__change__free_unpacked(ck->pending[i], NULL);
     ck->npending = 0;
@@ -438,13 +449,14 @@ static int snapshot_type(tg_db_t *db, const char *cp_id, const tg_schema_t *s, c
     return rc;
 }
 
+/* SnapshotBegin goes out before the entities are read, so it carries no entity count (the
+ * field is optional; the DP then checks only the chunk count and the digest). */
 static void add_snapshot_begin(tg_sync_payload_t *p, size_t headroom)
 {
     Tollgate__Sync__V1__SnapshotBegin b = TOLLGATE__SYNC__V1__SNAPSHOT_BEGIN__INIT;
-    b.has_nonce = b.has_version = b.has_entity_count = 1;
+    b.has_nonce = b.has_version = 1;
     b.nonce = p->nonce;
     b.version = p->to;
-    b.entity_count = p->entities;
     tg_sync_env_t env = TOLLGATE__SYNC__V1__ENVELOPE__INIT;
     env.body_case = TOLLGATE__SYNC__V1__ENVELOPE__BODY_SNAPSHOT_BEGIN;
     env.snapshot_begin = &b;
@@ -466,7 +478,8 @@ static void add_snapshot_end(tg_sync_payload_t *p, uint32_t chunks, size_t headr
 }
 
 int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
-                           tg_sync_payload_t **out, char *err, size_t errlen)
+                           tg_sync_stream_t *stream, tg_sync_payload_t **out, char *err,
+                           size_t errlen)
 {
     *out = NULL;
     int rc = begin_snapshot_read(db, err, errlen);
@@ -474,9 +487,12 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
     int64_t latest, oldest;
     char kept[65] = "";
     rc = tg_sync_read_versions(db, cp_id, &latest, &oldest, kept, err, errlen);
-    /* chunks are built first; SnapshotBegin (which counts the entities) is put in front after */
-    tg_sync_payload_t *body = new_payload(true, -1, latest, nonce);
-    chunker_t ck = {.p = body, .headroom = headroom};
+    tg_sync_payload_t *p = new_payload(true, -1, latest, nonce);
+    if (rc == 0) {
+        add_snapshot_begin(p, headroom);
+        emit(p, stream, false); /* the DP can start while the rows are still being read */
+    }
+    chunker_t ck = {.p = p, .stream = stream, .headroom = headroom};
     tg_config_digest_t digest = {{0}};
     for (int i = 0; rc == 0 && tg_entities[i]; i++)
         rc = snapshot_type(db, cp_id, tg_entities[i], &ck, &digest, err, errlen);
@@ -486,20 +502,20 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
         tollgate__sync__v1__change__free_unpacked(ck.pending[i], NULL);
     free(ck.pending);
     if (rc != 0) {
-        tg_sync_payload_free(body);
+        tg_sync_payload_free(p);
         return rc;
     }
-    tg_config_digest_hex(&digest, body->digest);
+    tg_config_digest_hex(&digest, p->digest);
     /* the digest the writes kept (rule 5) must be the one recomputed here; if not, the
      * recomputed one is the truth the DP will hold, and the difference is a bug to report */
-    bool drift = kept[0] && strcmp(kept, body->digest) != 0;
+    bool drift = kept[0] && strcmp(kept, p->digest) != 0;
     if (drift) {
         /* rows changed behind the change log's back (or a bug): forget the kept digest so the
          * repair (tg_sync_digest_repair) recomputes it under the row lock; only if no write
          * came since, whose contribution would then be lost twice */
         TG_LOGE("sync", "control plane %s, version %lld: config digest kept by the writes %s"
                 " differs from the one recomputed for the snapshot %s; recomputing it", cp_id,
-                (long long)latest, kept, body->digest);
+                (long long)latest, kept, p->digest);
         char v[24];
         snprintf(v, sizeof(v), "%lld", (long long)latest);
         const char *u[] = {cp_id, v};
@@ -509,19 +525,9 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
                   " AND config_version = $2::bigint",
                   2, u);
     }
-    tg_sync_payload_t *p = new_payload(true, -1, latest, nonce);
     p->digest_drift = drift;
-    p->entities = body->entities;
-    memcpy(p->digest, body->digest, sizeof(p->digest));
-    add_snapshot_begin(p, headroom);
-    p->frames = tg_realloc(p->frames, (1 + body->nframes + 1) * sizeof(*p->frames));
-    if (body->nframes) /* an empty config has no chunk (and body->frames is NULL) */
-        memcpy(p->frames + 1, body->frames, body->nframes * sizeof(*p->frames));
-    p->nframes += body->nframes;
-    p->bytes += body->bytes;
-    add_snapshot_end(p, (uint32_t)body->nframes, headroom);
-    free(body->frames);
-    free(body);
+    add_snapshot_end(p, ck.seq, headroom);
+    emit(p, stream, true);
     *out = p;
     return 0;
 }

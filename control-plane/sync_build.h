@@ -34,6 +34,8 @@ typedef struct tg_sync_payload {
     size_t entities;    /* changes in the delta, entities in the snapshot */
     char digest[65];    /* config digest at `to` (hex); "" when not known */
     bool digest_drift;  /* snapshot: the digest the writes kept differed (now being repaired) */
+    bool growing;       /* a snapshot still being built: more frames will be appended */
+    size_t cap;         /* frames allocated (a growing payload's appends) */
     int refs;           /* loop thread only */
 } tg_sync_payload_t;
 
@@ -59,10 +61,29 @@ int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64
 int tg_sync_build_delta(tg_db_t *db, const char *cp_id, int64_t from, uint64_t nonce,
                         size_t headroom, tg_sync_payload_t **out, char *err, size_t errlen);
 
-/* A chunked snapshot of the latest version, with its config digest recomputed from the
- * entities (and checked against the one the writes kept: a difference is logged). */
+/*
+ * Where a snapshot's frames go while it is being built: emit() is called on the builder's
+ * thread with frames in send order (SnapshotBegin first, then each chunk as soon as it is
+ * full, SnapshotEnd last) and takes ownership of the array and its buffers. `desc` is the
+ * snapshot so far (version, nonce, bytes, entities; with `last`, also its digest): read it
+ * during the call only. A snapshot that fails part way never emits `last`; the receiver
+ * must then drop what it got.
+ */
+typedef struct tg_sync_stream {
+    void (*emit)(struct tg_sync_stream *st, const struct tg_sync_payload *desc,
+                 tg_sync_frame_t *frames, size_t n, bool last);
+} tg_sync_stream_t;
+
+/*
+ * A chunked snapshot of the latest version, with its config digest recomputed from the
+ * entities (and checked against the one the writes kept: a difference is logged and the kept
+ * one set to be recomputed). With a stream, the frames go there as they are built, so a data
+ * plane can apply chunk N while chunk N+1 is read, and *out holds only the description
+ * (version, entities, bytes, digest); without one, *out holds every frame.
+ */
 int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
-                           tg_sync_payload_t **out, char *err, size_t errlen);
+                           tg_sync_stream_t *stream, tg_sync_payload_t **out, char *err,
+                           size_t errlen);
 
 /*
  * Computes the config digest of every control plane whose digest is not known (NULL: it held

@@ -32,6 +32,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,12 @@ struct tg_sync_hub {
     bool purging;
     uint64_t repair_at_ms; /* next look for control planes whose digest is not known */
     bool repairing, repair_now;
+    /* snapshot frames on their way from a builder (worker thread) to this loop */
+    pthread_mutex_t stream_lock;
+    struct stream_batch *stream_head, *stream_tail;
+    bool stream_closed;
+    uv_async_t stream_async;
+    int open_handles; /* timer + stream_async, freed when both are closed */
     /* read by other threads (tg_sync_hub_get_stats, tg_sync_hub_view) */
     pthread_mutex_t lock;
     tg_sync_hub_stats_t stats;
@@ -246,6 +253,8 @@ typedef struct hub_job {
     int rc;
     char err[256];
     tg_sync_payload_t *payload;
+    tg_sync_stream_t stream;  /* a snapshot job: where its builder emits frames */
+    tg_sync_payload_t *live;  /* ... and the payload they go into, on the loop thread */
     int64_t latest, oldest;
     char digest[65]; /* with latest */
     char *csr, *cert;
@@ -359,7 +368,8 @@ int tg_sync_session_next(tg_sync_session_t *s, uint8_t **data, size_t *len)
         *len = f->len;
         STAT(s->hub, s->hub->stats.bytes_sent += f->len);
         /* the ACK timeout runs from here: a slow link is not a DP that never answers */
-        if (s->next_frame == s->inflight->nframes) s->sent_done_ms = now_ms(s->hub);
+        if (s->next_frame == s->inflight->nframes && !s->inflight->growing)
+            s->sent_done_ms = now_ms(s->hub);
         return 1;
     }
     return 0;
@@ -428,14 +438,18 @@ static void push(tg_sync_session_t *s, tg_sync_payload_t *p)
     s->inflight = p;
     s->next_frame = 0;
     s->sent_done_ms = 0;
-    stat_push(s->hub, p);
+    if (!p->growing) stat_push(s->hub, p); /* else counted when it is complete */
     if (p->snapshot)
         s->snapshots_sent++;
     else
         s->deltas_sent++;
-    TG_LOGI(MOD, "data plane %s: %s %lld -> %lld (%zu entities, %zu bytes)", s->node_id,
-            p->snapshot ? "snapshot" : "delta", (long long)p->from, (long long)p->to, p->entities,
-            p->bytes);
+    if (p->growing)
+        TG_LOGI(MOD, "data plane %s: snapshot of %lld, streamed as it is built", s->node_id,
+                (long long)p->to);
+    else
+        TG_LOGI(MOD, "data plane %s: %s %lld -> %lld (%zu entities, %zu bytes)", s->node_id,
+                p->snapshot ? "snapshot" : "delta", (long long)p->from, (long long)p->to,
+                p->entities, p->bytes);
     wake(s);
 }
 
@@ -487,37 +501,183 @@ static void schedule_cp(tg_sync_hub_t *h, const char *cp_id)
         if (strcmp(s->cp_id, cp_id) == 0) schedule(s);
 }
 
+/*
+ * Snapshots are streamed: the builder (a worker thread) emits each chunk as soon as it is full,
+ * the frames reach this loop through a mailbox (stream_lock, stream_async), and go into one
+ * shared payload that is the control plane's cached snapshot from its first frame on. A data
+ * plane that needs a snapshot is pushed that growing payload and gets its frames as they
+ * arrive, so it applies chunk N while the control plane still reads chunk N+1 (a new data
+ * plane of a million keys used to wait for the whole build first). Only the last batch
+ * (SnapshotEnd) completes the payload: the ACK timeout starts there, and the snapshot's
+ * digest and size are known from then on.
+ */
+typedef struct stream_batch {
+    struct stream_batch *next;
+    hub_job_t *job;
+    int64_t version;
+    uint64_t nonce;
+    size_t entities;
+    char digest[65];
+    bool drift, last;
+    tg_sync_frame_t *frames;
+    size_t n;
+} stream_batch_t;
+
+static void stream_emit(tg_sync_stream_t *st, const tg_sync_payload_t *desc,
+                        tg_sync_frame_t *frames, size_t n, bool last)
+{
+    hub_job_t *j = (hub_job_t *)((char *)st - offsetof(hub_job_t, stream));
+    tg_sync_hub_t *h = j->hub;
+    stream_batch_t *b = tg_calloc(1, sizeof(*b));
+    b->job = j;
+    b->version = desc->to;
+    b->nonce = desc->nonce;
+    b->entities = desc->entities;
+    b->last = last;
+    if (last) {
+        memcpy(b->digest, desc->digest, sizeof(b->digest));
+        b->drift = desc->digest_drift;
+    }
+    b->frames = frames;
+    b->n = n;
+    pthread_mutex_lock(&h->stream_lock);
+    bool closed = h->stream_closed;
+    if (!closed) {
+        if (h->stream_tail)
+            h->stream_tail->next = b;
+        else
+            h->stream_head = b;
+        h->stream_tail = b;
+        uv_async_send(&h->stream_async);
+    }
+    pthread_mutex_unlock(&h->stream_lock);
+    if (closed) { /* the hub is stopping: nobody will send these */
+        for (size_t i = 0; i < n; i++)
+            free(frames[i].buf);
+        free(frames);
+        free(b);
+    }
+}
+
+static void for_each_on(tg_sync_hub_t *h, const tg_sync_payload_t *p,
+                        void (*fn)(tg_sync_session_t *s))
+{
+    for (tg_sync_session_t *s = h->sessions, *n; s; s = n) {
+        n = s->next;
+        if (s->inflight == p) fn(s);
+    }
+}
+
+/* A streamed snapshot is complete: what push() could not do for it yet. */
+static void snapshot_complete_for(tg_sync_session_t *s)
+{
+    stat_push(s->hub, s->inflight);
+    if (s->next_frame == s->inflight->nframes) s->sent_done_ms = now_ms(s->hub);
+    wake(s);
+}
+
+static void stream_append(tg_sync_hub_t *h, stream_batch_t *b)
+{
+    hub_job_t *j = b->job;
+    cp_entry_t *c = cp_get(h, j->cp_id);
+    tg_sync_payload_t *p = j->live;
+    if (!p) { /* the first frames (SnapshotBegin): from now on, the cached snapshot */
+        p = j->live = tg_calloc(1, sizeof(*p));
+        p->snapshot = p->growing = true;
+        p->from = -1;
+        p->to = b->version;
+        p->nonce = b->nonce;
+        p->refs = 1; /* the cache's reference */
+        payload_unref(c->snapshot);
+        c->snapshot = p;
+        cp_learn(h, c, p->to, NULL);
+        schedule_cp(h, c->cp_id); /* sessions waiting for a snapshot take it now */
+    }
+    if (p->nframes + b->n > p->cap) {
+        p->cap = (p->nframes + b->n) * 2;
+        p->frames = tg_realloc(p->frames, p->cap * sizeof(*p->frames));
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        p->frames[p->nframes++] = b->frames[i];
+        p->bytes += b->frames[i].len;
+    }
+    p->entities = b->entities;
+    if (b->last) {
+        p->growing = false;
+        memcpy(p->digest, b->digest, sizeof(p->digest));
+        p->digest_drift = b->drift;
+        STAT(h, h->stats.snapshots_built++);
+        /* recomputed from the entities: the truth, should the kept digest ever differ */
+        if (c->snapshot == p && p->to == c->latest)
+            snprintf(c->latest_digest, sizeof(c->latest_digest), "%s", p->digest);
+        if (p->digest_drift) h->repair_now = true;
+        TG_LOGI(MOD, "control plane %s: snapshot of version %lld built (%zu entities, %zu bytes)",
+                c->cp_id, (long long)p->to, p->entities, p->bytes);
+        for_each_on(h, p, snapshot_complete_for);
+    } else {
+        for_each_on(h, p, wake);
+    }
+    free(b->frames);
+    free(b);
+}
+
+/* Takes every batch in the mailbox, in emission order. */
+static void stream_drain(tg_sync_hub_t *h)
+{
+    pthread_mutex_lock(&h->stream_lock);
+    stream_batch_t *b = h->stream_head;
+    h->stream_head = h->stream_tail = NULL;
+    pthread_mutex_unlock(&h->stream_lock);
+    while (b) {
+        stream_batch_t *next = b->next;
+        stream_append(h, b);
+        b = next;
+    }
+}
+
+static void on_stream_async(uv_async_t *a)
+{
+    stream_drain(a->data);
+}
+
 static void snapshot_run(tg_job_t *job, tg_db_t *db)
 {
     hub_job_t *j = (hub_job_t *)job;
-    j->rc = tg_sync_build_snapshot(db, j->cp_id, j->nonce, j->hub->o.headroom, &j->payload, j->err,
-                                   sizeof(j->err));
+    j->stream.emit = stream_emit;
+    j->rc = tg_sync_build_snapshot(db, j->cp_id, j->nonce, j->hub->o.headroom, &j->stream,
+                                   &j->payload, j->err, sizeof(j->err));
+}
+
+/* A session was being sent a snapshot that will never be finished: it has a SnapshotBegin
+ * and some chunks; closing is the one clean way to make its DP drop them. */
+static void snapshot_abandoned_for(tg_sync_session_t *s)
+{
+    send_error(s, TOLLGATE__SYNC__V1__ERROR_CODE__ERROR_INTERNAL,
+               "the snapshot being sent could not be completed; reconnect");
 }
 
 static void snapshot_done(tg_job_t *job)
 {
     hub_job_t *j = (hub_job_t *)job;
     tg_sync_hub_t *h = j->hub;
+    stream_drain(h); /* frames emitted before the job ended come first */
     cp_entry_t *c = cp_get(h, j->cp_id);
     c->building = false;
     bool alive = finish_job(j);
-    if (j->rc == 0) {
-        STAT(h, h->stats.snapshots_built++);
-        payload_unref(c->snapshot);
-        c->snapshot = j->payload;
-        c->snapshot->refs = 1; /* the cache's reference */
-        cp_learn(h, c, c->snapshot->to, NULL);
-        /* recomputed from the entities: the truth, should the kept digest ever differ */
-        if (c->snapshot->to == c->latest)
-            snprintf(c->latest_digest, sizeof(c->latest_digest), "%s", c->snapshot->digest);
-        if (c->snapshot->digest_drift) h->repair_now = true;
-        TG_LOGI(MOD, "control plane %s: snapshot of version %lld built (%zu entities, %zu bytes)",
-                c->cp_id, (long long)c->snapshot->to, c->snapshot->entities, c->snapshot->bytes);
-    } else {
+    tg_sync_payload_t *p = j->live;
+    if (j->rc != 0) {
         TG_LOGE(MOD, "control plane %s: cannot build a snapshot: %s", c->cp_id, j->err);
+        if (p) {
+            for_each_on(h, p, snapshot_abandoned_for);
+            if (c->snapshot == p) {
+                c->snapshot = NULL;
+                payload_unref(p);
+            }
+        }
         for (tg_sync_session_t *s = h->sessions; s; s = s->next)
             if (strcmp(s->cp_id, c->cp_id) == 0) s->retry_at_ms = now_ms(h) + 1000;
     }
+    tg_sync_payload_free(j->payload); /* the description only: the frames went to j->live */
     free_job(j);
     if (alive) schedule_cp(h, c->cp_id);
 }
@@ -526,7 +686,9 @@ static void start_snapshot(tg_sync_session_t *s)
 {
     tg_sync_hub_t *h = s->hub;
     cp_entry_t *c = cp_get(h, s->cp_id);
-    if (c->snapshot && c->snapshot->to >= c->latest) {
+    /* the one being built is the newest there will be soon: take it (a delta follows if
+     * versions came since) rather than wait for its end and build another */
+    if (c->snapshot && (c->snapshot->to >= c->latest || c->snapshot->growing)) {
         s->want_snapshot = false;
         push(s, c->snapshot);
         return;
@@ -1392,6 +1554,10 @@ tg_sync_hub_t *tg_sync_hub_start(const tg_sync_hub_opts_t *opts)
     if (!h->o.heartbeat_ms) h->o.heartbeat_ms = TG_SYNC_HEARTBEAT_MS_DEFAULT;
     h->next_nonce = uv_hrtime(); /* distinct across restarts */
     pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_init(&h->stream_lock, NULL);
+    uv_async_init(h->o.loop, &h->stream_async, on_stream_async);
+    h->stream_async.data = h;
+    h->open_handles = 2;
     h->purge_at_ms = uv_now(h->o.loop) + h->o.purge_interval_ms / 4; /* not all at start-up */
     publish_view(h);
     pthread_mutex_lock(&g_hub_lock);
@@ -1412,6 +1578,15 @@ void tg_sync_hub_set_endpoints(tg_sync_hub_t *h, json_t *endpoints)
 static void free_hub(uv_handle_t *handle)
 {
     tg_sync_hub_t *h = handle->data;
+    if (--h->open_handles > 0) return;
+    for (stream_batch_t *b = h->stream_head, *n; b; b = n) { /* emitted after the last drain */
+        n = b->next;
+        for (size_t i = 0; i < b->n; i++)
+            free(b->frames[i].buf);
+        free(b->frames);
+        free(b);
+    }
+    pthread_mutex_destroy(&h->stream_lock);
     for (cp_entry_t *c = h->cps, *n; c; c = n) {
         n = c->next;
         payload_unref(c->snapshot);
@@ -1434,6 +1609,10 @@ void tg_sync_hub_stop(tg_sync_hub_t *h)
         if (s->conn) h->o.transport->close(s->conn);
     listen_close(h);
     uv_timer_stop(&h->timer);
+    pthread_mutex_lock(&h->stream_lock);
+    h->stream_closed = true; /* a builder still running frees what it emits */
+    pthread_mutex_unlock(&h->stream_lock);
+    uv_close((uv_handle_t *)&h->stream_async, free_hub);
     /* sessions are freed by tg_sync_session_closed as the transport closes them; jobs still
      * queued finish before the workers stop (cp.c stops them after the hub) */
     uv_close((uv_handle_t *)&h->timer, free_hub);

@@ -471,8 +471,11 @@ static void on_snapshot_begin(tg_sync_apply_t *a, const Tollgate__Sync__V1__Snap
     a->snap.expected = b->entity_count;
     a->snap.gen = empty_gen();
     a->snap.started_ns = now_ns();
-    TG_LOGN("sync", "receiving snapshot of version %lld (%llu entities)", (long long)b->version,
-            (unsigned long long)b->entity_count);
+    if (b->has_entity_count)
+        TG_LOGN("sync", "receiving snapshot of version %lld (%llu entities)",
+                (long long)b->version, (unsigned long long)b->entity_count);
+    else /* a control plane streaming the snapshot as it reads it does not know the count */
+        TG_LOGN("sync", "receiving snapshot of version %lld", (long long)b->version);
 }
 
 /* Whether a chunk is the next one of the open snapshot; msg says why not. */

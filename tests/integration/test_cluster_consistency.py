@@ -227,14 +227,17 @@ def snapshot_of(cp, auditor):
         assert peer.recv().WhichOneof("body") == "welcome"
         begin = peer.recv()
         assert begin.WhichOneof("body") == "snapshot_begin", begin
-        ids = {}
+        ids, chunks = {}, 0
         while True:
             env = peer.recv()
             if env.WhichOneof("body") == "snapshot_end":
                 break
+            chunks += 1
             for ch in env.snapshot_chunk.entities:
                 ids.setdefault(ch.type, set()).add(ch.id)
-        assert sum(map(len, ids.values())) == begin.snapshot_begin.entity_count
+        # streamed as it is read: SnapshotEnd, not SnapshotBegin, knows how much was sent
+        assert env.snapshot_end.chunks == chunks
+        assert env.snapshot_end.version == begin.snapshot_begin.version
         return env.snapshot_end.version, env.snapshot_end.config_digest, ids
     finally:
         peer.close()
