@@ -478,8 +478,8 @@ static void add_snapshot_end(tg_sync_payload_t *p, uint32_t chunks, size_t headr
 }
 
 int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
-                           tg_sync_stream_t *stream, tg_sync_payload_t **out, char *err,
-                           size_t errlen)
+                           bool verify, tg_sync_stream_t *stream, tg_sync_payload_t **out,
+                           char *err, size_t errlen)
 {
     *out = NULL;
     int rc = begin_snapshot_read(db, err, errlen);
@@ -494,8 +494,15 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
     }
     chunker_t ck = {.p = p, .stream = stream, .headroom = headroom};
     tg_config_digest_t digest = {{0}};
+    /* the digest the writes kept is read in this same transaction, so it is the digest of
+     * exactly these rows unless they were changed behind the change log's back: announcing
+     * it spares hashing every row (a third of the build), and the DP, which hashes what it
+     * receives before it commits, refuses the snapshot if it was wrong (the hub then asks
+     * for a verified one) */
+    bool recompute = verify || !kept[0];
     for (int i = 0; rc == 0 && tg_entities[i]; i++)
-        rc = snapshot_type(db, cp_id, tg_entities[i], &ck, &digest, err, errlen);
+        rc = snapshot_type(db, cp_id, tg_entities[i], &ck, recompute ? &digest : NULL, err,
+                           errlen);
     end_read(db);
     if (rc == 0) flush_chunk(&ck);
     for (size_t i = 0; i < ck.npending; i++)
@@ -505,10 +512,14 @@ int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_
         tg_sync_payload_free(p);
         return rc;
     }
-    tg_config_digest_hex(&digest, p->digest);
+    if (recompute)
+        tg_config_digest_hex(&digest, p->digest);
+    else
+        memcpy(p->digest, kept, sizeof(p->digest));
+    p->digest_kept = !recompute;
     /* the digest the writes kept (rule 5) must be the one recomputed here; if not, the
      * recomputed one is the truth the DP will hold, and the difference is a bug to report */
-    bool drift = kept[0] && strcmp(kept, p->digest) != 0;
+    bool drift = recompute && kept[0] && strcmp(kept, p->digest) != 0;
     if (drift) {
         /* rows changed behind the change log's back (or a bug): forget the kept digest so the
          * repair (tg_sync_digest_repair) recomputes it under the row lock; only if no write

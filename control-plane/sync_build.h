@@ -34,6 +34,7 @@ typedef struct tg_sync_payload {
     size_t entities;    /* changes in the delta, entities in the snapshot */
     char digest[65];    /* config digest at `to` (hex); "" when not known */
     bool digest_drift;  /* snapshot: the digest the writes kept differed (now being repaired) */
+    bool digest_kept;   /* snapshot: announces the kept digest, not one recomputed from rows */
     bool growing;       /* a snapshot still being built: more frames will be appended */
     size_t cap;         /* frames allocated (a growing payload's appends) */
     int refs;           /* loop thread only */
@@ -75,15 +76,17 @@ typedef struct tg_sync_stream {
 } tg_sync_stream_t;
 
 /*
- * A chunked snapshot of the latest version, with its config digest recomputed from the
- * entities (and checked against the one the writes kept: a difference is logged and the kept
- * one set to be recomputed). With a stream, the frames go there as they are built, so a data
- * plane can apply chunk N while chunk N+1 is read, and *out holds only the description
- * (version, entities, bytes, digest); without one, *out holds every frame.
+ * A chunked snapshot of the latest version. Its config digest is the one the writes kept for
+ * that version (read in the same transaction) unless `verify` is set or that one is not
+ * known: then it is recomputed from every row and checked against the kept one (a
+ * difference is logged and the kept one set to be recomputed). With a stream, the frames go
+ * there as they are built, so a data plane can apply chunk N while chunk N+1 is read, and
+ * *out holds only the description (version, entities, bytes, digest); without one, *out
+ * holds every frame.
  */
 int tg_sync_build_snapshot(tg_db_t *db, const char *cp_id, uint64_t nonce, size_t headroom,
-                           tg_sync_stream_t *stream, tg_sync_payload_t **out, char *err,
-                           size_t errlen);
+                           bool verify, tg_sync_stream_t *stream, tg_sync_payload_t **out,
+                           char *err, size_t errlen);
 
 /*
  * Computes the config digest of every control plane whose digest is not known (NULL: it held

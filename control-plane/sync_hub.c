@@ -72,6 +72,7 @@ typedef struct cp_entry {
     uint64_t latest_seen_ms; /* when this node learned of `latest` (commit -> ack latency) */
     tg_sync_payload_t *snapshot;
     bool building;
+    bool verify_next; /* a DP refused a snapshot announcing the kept digest: recompute it */
 } cp_entry_t;
 
 enum state { WAIT_HELLO, ADMITTING, READY, CLOSING };
@@ -254,6 +255,7 @@ typedef struct hub_job {
     char err[256];
     tg_sync_payload_t *payload;
     tg_sync_stream_t stream;  /* a snapshot job: where its builder emits frames */
+    bool verify;              /* ... and whether it recomputes the digest */
     tg_sync_payload_t *live;  /* ... and the payload they go into, on the loop thread */
     int64_t latest, oldest;
     char digest[65]; /* with latest */
@@ -518,7 +520,7 @@ typedef struct stream_batch {
     uint64_t nonce;
     size_t entities;
     char digest[65];
-    bool drift, last;
+    bool drift, kept, last;
     tg_sync_frame_t *frames;
     size_t n;
 } stream_batch_t;
@@ -537,6 +539,7 @@ static void stream_emit(tg_sync_stream_t *st, const tg_sync_payload_t *desc,
     if (last) {
         memcpy(b->digest, desc->digest, sizeof(b->digest));
         b->drift = desc->digest_drift;
+        b->kept = desc->digest_kept;
     }
     b->frames = frames;
     b->n = n;
@@ -606,6 +609,7 @@ static void stream_append(tg_sync_hub_t *h, stream_batch_t *b)
         p->growing = false;
         memcpy(p->digest, b->digest, sizeof(p->digest));
         p->digest_drift = b->drift;
+        p->digest_kept = b->kept;
         STAT(h, h->stats.snapshots_built++);
         /* recomputed from the entities: the truth, should the kept digest ever differ */
         if (c->snapshot == p && p->to == c->latest)
@@ -644,8 +648,8 @@ static void snapshot_run(tg_job_t *job, tg_db_t *db)
 {
     hub_job_t *j = (hub_job_t *)job;
     j->stream.emit = stream_emit;
-    j->rc = tg_sync_build_snapshot(db, j->cp_id, j->nonce, j->hub->o.headroom, &j->stream,
-                                   &j->payload, j->err, sizeof(j->err));
+    j->rc = tg_sync_build_snapshot(db, j->cp_id, j->nonce, j->hub->o.headroom, j->verify,
+                                   &j->stream, &j->payload, j->err, sizeof(j->err));
 }
 
 /* A session was being sent a snapshot that will never be finished: it has a SnapshotBegin
@@ -697,6 +701,8 @@ static void start_snapshot(tg_sync_session_t *s)
     hub_job_t *j = new_job(h, NULL, snapshot_run, snapshot_done);
     snprintf(j->cp_id, sizeof(j->cp_id), "%s", c->cp_id);
     j->nonce = ++h->next_nonce;
+    j->verify = c->verify_next;
+    c->verify_next = false;
     c->building = true;
     tg_workers_submit(h->o.workers, &j->job);
 }
@@ -942,6 +948,23 @@ static void on_nack(tg_sync_session_t *s, const Tollgate__Sync__V1__Nack *m)
     STAT(s->hub, s->hub->stats.nacks++);
     bool was_snapshot = s->inflight->snapshot;
     int64_t to = s->inflight->to;
+    if (digest && was_snapshot && s->inflight->digest_kept) {
+        /* the DP hashed what it received and it is not the digest the writes kept: rows
+         * changed behind the change log's back (or a bug). Not the DP's fault: build a
+         * snapshot that recomputes the digest (which also repairs the kept one) and send it */
+        cp_entry_t *c = cp_get(s->hub, s->cp_id);
+        TG_LOGW(MOD, "data plane %s: the snapshot of %lld does not match its kept digest; "
+                "recomputing it from the rows", s->node_id, (long long)to);
+        c->verify_next = true;
+        if (c->snapshot == s->inflight) {
+            payload_unref(c->snapshot);
+            c->snapshot = NULL;
+        }
+        end_inflight(s);
+        s->want_snapshot = true;
+        schedule(s);
+        return;
+    }
     end_inflight(s);
     /* a snapshot refused by a DP of unknown history leaves it unknown */
     if (m->has_kept_version && (!was_snapshot || s->applied >= 0)) s->applied = m->kept_version;

@@ -7,9 +7,11 @@ it and heartbeats compare it at every version, not only at snapshot versions. As
 - after every kind of write (insert, update, upsert, cascading delete, credential TTL, group
   commit of concurrent writes) the kept digest equals every data plane's, which each computes
   from its own store, and no resync was needed;
-- a row changed in PostgreSQL behind the change log's back is found by the next snapshot, the
-  kept digest is recomputed, and the heartbeats bring the data planes that were current by
-  deltas back to the database's content, at the same version;
+- a row changed in PostgreSQL behind the change log's back is found by the next snapshot (the
+  data plane that receives it hashes it and refuses the kept digest; the control plane then
+  recomputes the digest from the rows), the kept digest is repaired, and the heartbeats bring
+  the data planes that were current by deltas back to the database's content, at the same
+  version;
 - a database whose digests are not known (as after upgrading from before migration 005) gets
   them computed at start.
 """
@@ -194,6 +196,9 @@ def test_a_row_changed_behind_the_change_log_is_found_and_the_data_planes_follow
     assert after != before
     r = cluster["dps"][0].status("/status").json()
     assert r["configuration_hash"] == after
+    # the snapshot announced the kept digest; the new data plane hashed what it received,
+    # refused it, and got one whose digest was recomputed from the rows
+    assert "does not match its kept digest" in cp.log_text()
     assert "differs from the one recomputed" in cp.log_text()
     # the data planes that were current by deltas were told by the heartbeats and resynced
     assert status(cp)["pushes"]["resyncs"] >= resyncs + len(cluster["dps"]) - 1
