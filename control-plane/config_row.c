@@ -55,20 +55,30 @@ const char *tg_config_row_cols(const tg_schema_t *s, const char *alias)
 tg_pb_entity_t *tg_config_row_proto(const tg_schema_t *s, const PGresult *res, int row, int col,
                                     char *err, size_t errlen)
 {
-    const char *id = PQgetvalue(res, row, col);
-    json_t *e = json_loads(PQgetvalue(res, row, col + 1), 0, NULL);
-    if (!e) {
-        snprintf(err, errlen, "%s %s: stored document does not parse", s->name, id);
+    const char *doc = PQgetvalue(res, row, col + 1);
+    size_t len = (size_t)PQgetlength(res, row, col + 1);
+    if (!is_credential(s)) return tg_proto_entity_from_text(s->name, doc, len, err, errlen);
+    /* the document with key_digest and expires_at added: spliced into the text before its
+     * closing brace, so that the message is still read without a JSON tree */
+    const char *close = doc + len;
+    while (close > doc && close[-1] != '}')
+        close--;
+    if (close == doc) {
+        snprintf(err, errlen, "%s %s: stored document is not an object", s->name,
+                 PQgetvalue(res, row, col));
         return NULL;
     }
-    if (is_credential(s)) {
-        json_object_set_new(e, "key_digest", json_string(PQgetvalue(res, row, col + 2)));
-        if (!PQgetisnull(res, row, col + 3))
-            json_object_set_new(e, "expires_at",
-                                json_integer(atoll(PQgetvalue(res, row, col + 3))));
-    }
-    tg_pb_entity_t *pb = tg_proto_entity_from_json(s->name, e, err, errlen);
-    json_decref(e);
+    close--;
+    const char *p = close;
+    while (p > doc && (p[-1] == ' ' || p[-1] == '\n'))
+        p--;
+    bool empty = p > doc && p[-1] == '{';
+    char *text = tg_asprintf("%.*s%s\"key_digest\": \"%s\"%s%s}", (int)(close - doc), doc,
+                             empty ? "" : ", ", PQgetvalue(res, row, col + 2),
+                             PQgetisnull(res, row, col + 3) ? "" : ", \"expires_at\": ",
+                             PQgetisnull(res, row, col + 3) ? "" : PQgetvalue(res, row, col + 3));
+    tg_pb_entity_t *pb = tg_proto_entity_from_text(s->name, text, strlen(text), err, errlen);
+    free(text);
     return pb;
 }
 

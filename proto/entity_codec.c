@@ -287,6 +287,246 @@ bad:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- JSON text -> message */
+
+/*
+ * The control plane turns every row of a snapshot into a message, and a jansson tree per row
+ * was most of that work (hash tables, a malloc per value). Stored documents are flat objects
+ * of strings, integers, booleans, nulls, string arrays and {"id": ...} references, which this
+ * reader puts straight into the message under exactly the rules of tg_proto_entity_from_json.
+ * Anything else (an escape in a string, a number that is not a plain integer, a JSON-carrying
+ * field, a key the message lacks, a repeated key, a wrong type) gives up on the fast path, and
+ * the document goes through jansson and from_json, which also writes the error messages: the
+ * message built is the same either way (test_proto_entities checks it).
+ */
+typedef struct reader {
+    const char *p, *end;
+} reader_t;
+
+static void skip_ws(reader_t *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+        r->p++;
+}
+
+static bool eat(reader_t *r, char c)
+{
+    skip_ws(r);
+    if (r->p < r->end && *r->p == c) {
+        r->p++;
+        return true;
+    }
+    return false;
+}
+
+/* An ASCII string without escapes or control characters: [*s, *s + *n) inside the text.
+ * (Non-ASCII text takes the general path, where jansson checks that it is UTF-8.) */
+static bool read_plain_string(reader_t *r, const char **s, size_t *n)
+{
+    if (!eat(r, '"')) return false;
+    const char *start = r->p;
+    while (r->p < r->end && *r->p != '"') {
+        unsigned char c = (unsigned char)*r->p;
+        if (c == '\\' || c < 0x20 || c >= 0x80) return false;
+        r->p++;
+    }
+    if (r->p >= r->end) return false;
+    *s = start;
+    *n = (size_t)(r->p - start);
+    r->p++;
+    return true;
+}
+
+static bool read_word(reader_t *r, const char *w)
+{
+    size_t n = strlen(w);
+    skip_ws(r);
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, w, n) != 0) return false;
+    r->p += n;
+    return true;
+}
+
+/* A JSON integer as jansson reads one: -?digits with no fraction or exponent, in range. */
+static bool read_integer(reader_t *r, int64_t *out)
+{
+    skip_ws(r);
+    const char *start = r->p;
+    if (r->p < r->end && *r->p == '-') r->p++;
+    const char *digits = r->p;
+    while (r->p < r->end && *r->p >= '0' && *r->p <= '9')
+        r->p++;
+    size_t nd = (size_t)(r->p - digits);
+    if (nd == 0 || nd > 18 || (nd > 1 && *digits == '0')) return false; /* 19+ digits: jansson */
+    if (r->p < r->end && (*r->p == '.' || *r->p == 'e' || *r->p == 'E')) return false;
+    int64_t v = 0;
+    for (const char *c = digits; c < r->p; c++)
+        v = v * 10 + (*c - '0');
+    *out = *start == '-' ? -v : v;
+    return true;
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = tg_malloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static bool hex_n(const char *s, size_t n, ProtobufCBinaryData *out)
+{
+    if (n % 2) return false;
+    uint8_t *b = tg_malloc(n / 2 + 1);
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(b);
+            return false;
+        }
+        b[i] = (uint8_t)(hi << 4 | lo);
+    }
+    out->data = b;
+    out->len = n / 2;
+    return true;
+}
+
+/* One value into field fd (schema field f, NULL for extras), as put_field would. */
+static bool fast_value(reader_t *r, void *m, const tg_field_t *f, field_desc_t *fd)
+{
+    if (read_word(r, "null")) return true; /* absent = null */
+    const char *str;
+    size_t n;
+    switch (f ? carriage_of(f) : SCALAR) {
+    case FOREIGN: /* {"id": "<string>"} and nothing else */
+        if (fd->type != PROTOBUF_C_TYPE_STRING || !eat(r, '{') ||
+            !read_plain_string(r, &str, &n) || n != 2 || memcmp(str, "id", 2) || !eat(r, ':') ||
+            !read_plain_string(r, &str, &n) || !eat(r, '}'))
+            return false;
+        *(char **)slot(m, fd->offset) = dup_n(str, n);
+        return true;
+    case LIST: {
+        if (!eat(r, '[')) return false;
+        Tollgate__Sync__V1__StringList *list = new_message(fd->descriptor);
+        *(void **)slot(m, fd->offset) = list; /* freed with the message on failure */
+        size_t cap = 0;
+        if (eat(r, ']')) return true;
+        do {
+            if (!read_plain_string(r, &str, &n)) return false;
+            if (list->n_values == cap) {
+                cap = cap ? cap * 2 : 4;
+                list->values = tg_realloc(list->values, cap * sizeof(char *));
+            }
+            list->values[list->n_values++] = dup_n(str, n);
+        } while (eat(r, ','));
+        return eat(r, ']');
+    }
+    case JSON_TEXT:
+        return false;
+    default:
+        break;
+    }
+    switch (fd->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        if (!read_plain_string(r, &str, &n)) return false;
+        *(char **)slot(m, fd->offset) = dup_n(str, n);
+        return true;
+    case PROTOBUF_C_TYPE_INT64: {
+        int64_t v;
+        if (!read_integer(r, &v)) return false;
+        *(int64_t *)slot(m, fd->offset) = v;
+        break;
+    }
+    case PROTOBUF_C_TYPE_BOOL:
+        if (read_word(r, "true"))
+            *(protobuf_c_boolean *)slot(m, fd->offset) = 1;
+        else if (read_word(r, "false"))
+            *(protobuf_c_boolean *)slot(m, fd->offset) = 0;
+        else
+            return false;
+        break;
+    case PROTOBUF_C_TYPE_BYTES:
+        if (!read_plain_string(r, &str, &n) || !hex_n(str, n, slot(m, fd->offset))) return false;
+        break;
+    default: /* doubles and the rest: jansson's number reading is the reference */
+        return false;
+    }
+    mark_present(m, fd);
+    return true;
+}
+
+/* The whole document on the fast path, or NULL to take the general one. */
+static tg_pb_entity_t *fast_from_text(int k, const tg_schema_t *s, const char *text, size_t len)
+{
+    msg_desc_t *d = kinds[k].desc;
+    if (d->n_fields > 64) return NULL; /* the seen-set below */
+    tg_pb_entity_t *e = new_message(&tollgate__sync__v1__entity__descriptor);
+    field_desc_t *member = protobuf_c_message_descriptor_get_field_by_name(
+        &tollgate__sync__v1__entity__descriptor, kinds[k].member);
+    void *m = new_message(d);
+    *(void **)slot(e, member->offset) = m;
+    *(uint32_t *)slot(e, member->quantifier_offset) = member->id;
+    reader_t r = {text, text + len};
+    uint64_t seen = 0;
+    if (!eat(&r, '{')) goto slow;
+    if (!eat(&r, '}')) {
+        do {
+            const char *key;
+            size_t n;
+            char name[64];
+            if (!read_plain_string(&r, &key, &n) || n >= sizeof(name) || !eat(&r, ':')) goto slow;
+            memcpy(name, key, n);
+            name[n] = '\0';
+            const tg_field_t *f = tg_schema_field(s, name);
+            if (f && (f->flags & TG_F_SECRET)) goto slow; /* from_json refuses it, with words */
+            field_desc_t *fd = protobuf_c_message_descriptor_get_field_by_name(d, name);
+            if (!fd && !(f && (f->flags & TG_F_INPUT_ONLY))) goto slow; /* unknown field */
+            if (!fd) { /* an input-only key, ignored as from_json does, if its value is simple */
+                const char *ignored;
+                size_t in;
+                int64_t iv;
+                if (!read_word(&r, "null") && !read_plain_string(&r, &ignored, &in) &&
+                    !read_integer(&r, &iv) && !read_word(&r, "true") && !read_word(&r, "false"))
+                    goto slow;
+                continue;
+            }
+            unsigned idx = (unsigned)(fd - d->fields);
+            if (seen & (UINT64_C(1) << idx)) goto slow; /* a repeated key: jansson decides */
+            seen |= UINT64_C(1) << idx;
+            if (f && !travels(f)) f = NULL;
+            if (!fast_value(&r, m, f, fd)) goto slow;
+        } while (eat(&r, ','));
+        if (!eat(&r, '}')) goto slow;
+    }
+    skip_ws(&r);
+    if (r.p != r.end) goto slow;
+    return e;
+slow:
+    tg_proto_entity_free(e);
+    return NULL;
+}
+
+tg_pb_entity_t *tg_proto_entity_from_text(const char *type, const char *text, size_t len,
+                                          char *err, size_t errlen)
+{
+    int k = kind_index(type);
+    const tg_schema_t *s = tg_schema_by_name(type);
+    if (k < 0 || !s) {
+        snprintf(err, errlen, "unknown entity type '%s'", type);
+        return NULL;
+    }
+    tg_pb_entity_t *e = fast_from_text(k, s, text, len);
+    if (e) return e;
+    json_error_t je;
+    json_t *j = json_loadb(text, len, 0, &je);
+    if (!j) {
+        snprintf(err, errlen, "%s: not JSON: %s", type, je.text);
+        return NULL;
+    }
+    e = tg_proto_entity_from_json(type, j, err, errlen);
+    json_decref(j);
+    return e;
+}
+
 /* ---------------------------------------------------------------- message -> JSON */
 
 static json_t *get_scalar(const void *m, field_desc_t *fd)

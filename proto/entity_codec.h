@@ -38,6 +38,14 @@ tg_pb_entity_t *tg_proto_entity_from_json(const char *type, const json_t *entity
                                           size_t errlen);
 
 /*
+ * tg_proto_entity_from_json of the JSON text [text, text + len): the same message, and the same
+ * errors, without building a JSON tree when the document is a flat one (the control plane's
+ * stored documents; see entity_codec.c). NULL with a message also when the text is not JSON.
+ */
+tg_pb_entity_t *tg_proto_entity_from_text(const char *type, const char *text, size_t len,
+                                          char *err, size_t errlen);
+
+/*
  * Decodes a message of `type` to its JSON form (new reference). NULL with a message when the
  * message's kind is not `type` or a JSON-carrying field does not parse.
  */

@@ -231,6 +231,89 @@ static void canonical_text_is_janssons_byte_for_byte(void **state)
     json_decref(plugin);
 }
 
+/* from_text must build exactly the message from_json builds from the parsed text (its fast path
+ * for flat documents and its fallback to jansson alike), and fail exactly where it fails. */
+static void assert_text_matches_json(const char *type, const char *text)
+{
+    char e1[256] = "", e2[256] = "";
+    tg_pb_entity_t *a = tg_proto_entity_from_text(type, text, strlen(text), e1, sizeof(e1));
+    json_t *j = json_loads(text, 0, NULL);
+    tg_pb_entity_t *b = j ? tg_proto_entity_from_json(type, j, e2, sizeof(e2)) : NULL;
+    json_decref(j);
+    if (!a || !b) {
+        if (a || b) fail_msg("%s %s: from_text %s, from_json %s", type, text, a ? "ok" : e1,
+                             b ? "ok" : e2);
+        if (j) assert_string_equal(e1, e2); /* the same words when the text is JSON */
+        tg_proto_entity_free(a);
+        tg_proto_entity_free(b);
+        return;
+    }
+    size_t na = protobuf_c_message_get_packed_size(&a->base);
+    size_t nb = protobuf_c_message_get_packed_size(&b->base);
+    uint8_t *pa = malloc(na + 1), *pb = malloc(nb + 1);
+    protobuf_c_message_pack(&a->base, pa);
+    protobuf_c_message_pack(&b->base, pb);
+    if (na != nb || memcmp(pa, pb, na) != 0) fail_msg("%s %s: messages differ", type, text);
+    free(pa);
+    free(pb);
+    tg_proto_entity_free(a);
+    tg_proto_entity_free(b);
+}
+
+static void text_reader_builds_what_json_builds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *type, *text;
+    } cases[] = {
+        /* as PostgreSQL's jsonb::text writes them */
+        {"consumers", "{\"id\": \"6c8a3e4e-38a5-4bb5-9e8c-3b2a9c3b0a01\", \"tags\": null, "
+                      "\"username\": \"bench-0000001\", \"custom_id\": null, \"created_at\": "
+                      "1795953261, \"updated_at\": 1795953261}"},
+        {"consumers", "{\"id\":\"6c8a3e4e-38a5-4bb5-9e8c-3b2a9c3b0a01\",\"tags\":[\"a\",\"b c\"],"
+                      "\"username\":\"x\",\"custom_id\":\"c-1\",\"created_at\":-5}"},
+        {"consumers", "{\"id\": \"6c8a3e4e-38a5-4bb5-9e8c-3b2a9c3b0a01\", \"tags\": []}"},
+        {"consumers", "{}"},
+        {"consumers", "  { }  "},
+        {"keyauth_credentials",
+         "{\"id\": \"6c8a3e4e-38a5-4bb5-9e8c-3b2a9c3b0a02\", \"tags\": null, \"consumer\": "
+         "{\"id\": \"6c8a3e4e-38a5-4bb5-9e8c-3b2a9c3b0a01\"}, \"created_at\": 1795953261, "
+         "\"key_digest\": \"00ff10ab00ff10ab00ff10ab00ff10ab00ff10ab00ff10ab00ff10ab00ff10ab\", "
+         "\"expires_at\": 1795999999}"},
+        {"keyauth_credentials", "{\"consumer\": {\"id\": \"c\"}, \"ttl\": 30, \"key_digest\": \"AB\"}"},
+        /* the general path, same result */
+        {"consumers", "{\"id\": \"x\", \"username\": \"caf\\u00e9 \\\"q\\\"\"}"},
+        {"consumers", "{\"id\": \"x\", \"username\": \"caf\xc3\xa9\"}"},
+        {"consumers", "{\"id\": \"x\", \"created_at\": 12345678901234567890}"},
+        {"consumers", "{\"id\": \"x\", \"created_at\": 9223372036854775807}"},
+        {"services", "{\"id\": \"s\", \"name\": \"svc\", \"host\": \"h\", \"port\": 80, "
+                     "\"protocol\": \"http\", \"retries\": 5, \"connect_timeout\": 60000, "
+                     "\"enabled\": true, \"tags\": null}"},
+        {"routes", "{\"id\": \"r\", \"paths\": [\"/a\", \"/b\"], \"service\": {\"id\": \"s\"}, "
+                   "\"strip_path\": false, \"hosts\": null, \"headers\": {\"x\": [\"1\"]}}"},
+        {"plugins", "{\"id\": \"p\", \"name\": \"key-auth\", \"enabled\": true, \"config\": "
+                    "{\"key_names\": [\"apikey\"], \"hide_credentials\": false}, \"route\": null}"},
+        /* refused, with from_json's words */
+        {"consumers", "{\"id\": \"x\", \"nonsense\": 1}"},
+        {"consumers", "{\"id\": 5}"},
+        {"consumers", "{\"id\": \"x\", \"created_at\": 1.5}"},
+        {"consumers", "{\"id\": \"x\", \"created_at\": \"1\"}"},
+        {"consumers", "{\"id\": \"x\", \"tags\": [1]}"},
+        {"consumers", "{\"id\": \"x\", \"id\": \"y\"}"},
+        {"keyauth_credentials", "{\"id\": \"k\", \"key\": \"plaintext\"}"},
+        {"keyauth_credentials", "{\"id\": \"k\", \"key_digest\": \"xyz\"}"},
+        {"keyauth_credentials", "{\"id\": \"k\", \"consumer\": {\"id\": null}}"},
+        {"keyauth_credentials", "{\"id\": \"k\", \"consumer\": {\"id\": \"c\", \"x\": 1}}"},
+        {"keyauth_credentials", "{\"id\": \"k\", \"consumer\": \"c\"}"},
+        /* not JSON at all */
+        {"consumers", "{\"id\": \"x\""},
+        {"consumers", "{\"id\": \"x\"} trailing"},
+        {"consumers", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_text_matches_json(cases[i].type, cases[i].text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +322,7 @@ int main(void)
         cmocka_unit_test(credentials_carry_the_digest_never_the_key),
         cmocka_unit_test(bad_input_is_refused_with_the_field),
         cmocka_unit_test(canonical_text_is_janssons_byte_for_byte),
+        cmocka_unit_test(text_reader_builds_what_json_builds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
