@@ -25,18 +25,16 @@
 
 /*
  * key-auth's whole lookup in one call (key_by_digest below): the credential whose key digest
- * is d, its consumer, and the fields key-auth reads of both, already taken out of the JSON
- * so the plugin does no lookups of its own. The two entities are handed out exactly as
- * credential_by_digest and consumer_by_id hand them out (owned by the request); every
- * tg_str_t borrows from them, so all of it is valid until the request ends.
+ * is d and its consumer, as the few strings key-auth and the request keep of them. No JSON:
+ * the source reads the stored entities in place and copies these out. Every string is
+ * NUL-terminated and owned by the source until the request ends (like the JSON above), so the
+ * request may keep pointing at them (tg_req_set_identity_ref).
  */
 typedef struct tg_identity_key {
-    json_t *credential;
-    json_t *consumer; /* NULL when consumer_rc < 0 */
-    /* 0 with consumer; -TG_ENOTFOUND when the credential names no consumer or the store has
+    /* 0 with a consumer; -TG_ENOTFOUND when the credential names no consumer or the store has
      * none with its id (Kong goes on without one); another -TG_E* when reading it failed */
     int consumer_rc;
-    bool digest_ok; /* the credential's key_digest is 64 hex digits, decoded into digest */
+    bool digest_ok; /* the credential's key digest is known, in digest */
     uint8_t digest[32];
     bool expires;              /* expires_at is a number (unix seconds) */
     double expires_ms;         /* expires_at * 1000 */
@@ -64,7 +62,8 @@ typedef struct tg_identity_source {
     /* Optional (NULL: key-auth uses credential_by_digest then consumer_by_id): the credential
      * whose key digest is d with its consumer, in one call. 0 with *out filled (also when
      * only the consumer is missing: out->consumer_rc says so); -TG_ENOTFOUND when there is no
-     * such credential; another -TG_E* when the lookup failed. Same ownership as above. */
+     * such credential; another -TG_E* when the lookup failed. The strings live until the
+     * request ends. */
     int (*key_by_digest)(void *ud, const uint8_t d[32], tg_identity_key_t *out);
 } tg_identity_source_t;
 

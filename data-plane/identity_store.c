@@ -3,17 +3,21 @@
  */
 #include "identity_store.h"
 #include "alloc.h"
+#include "crypto.h"
 #include "error.h"
 #include "http.h"
 #include "log.h"
+#include "store_record.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define CACHE_SLOTS 256 /* a power of two */
 #define KEY_MAX 64      /* longer lookup keys are not cached */
+#define KEY_SLOTS 256   /* key_by_digest answers cached; a power of two */
+#define KEY_STRS 192    /* their strings, inline; answers with longer ones are not cached */
 
-enum kind { BY_DIGEST, BY_ID, BY_USERNAME, BY_KEY /* key_by_digest: credential + consumer */ };
+enum kind { BY_DIGEST, BY_ID, BY_USERNAME };
 
 typedef int (*lookup_fn)(tg_store_reader_t *r, const void *arg, json_t **out);
 
@@ -24,14 +28,25 @@ struct entry {
     size_t klen;
     char key[KEY_MAX];
     json_t *value;
-    /* BY_KEY: value is the credential; its consumer (a reference, NULL when missing) and
-     * what key-auth reads of both, borrowing from them */
-    json_t *consumer;
-    tg_identity_key_t view;
+};
+
+/* One key_by_digest answer, with its strings; valid under the same rule (txn 0: empty). */
+struct key_entry {
+    uint64_t txn;
+    uint8_t digest[32];
+    tg_identity_key_t view; /* its strings point into strs */
+    char strs[KEY_STRS];
 };
 
 struct tg_identity_cache {
     struct entry slots[CACHE_SLOTS];
+    struct key_entry keys[KEY_SLOTS];
+};
+
+/* Heap room for strings beyond tg_identity_store_t.strbuf. */
+struct tg_identity_spill {
+    struct tg_identity_spill *next;
+    char data[];
 };
 
 tg_identity_cache_t *tg_identity_cache_new(void)
@@ -42,10 +57,8 @@ tg_identity_cache_t *tg_identity_cache_new(void)
 void tg_identity_cache_free(tg_identity_cache_t *c)
 {
     if (!c) return;
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+    for (size_t i = 0; i < CACHE_SLOTS; i++)
         json_decref(c->slots[i].value);
-        json_decref(c->slots[i].consumer);
-    }
     free(c);
 }
 
@@ -53,7 +66,7 @@ void tg_identity_cache_free(tg_identity_cache_t *c)
  * SHA-256 already: its first bytes are as good a hash as any, and cost nothing. */
 static struct entry *slot_of(tg_identity_cache_t *c, enum kind kind, tg_str_t key)
 {
-    if (kind == BY_KEY || kind == BY_DIGEST) {
+    if (kind == BY_DIGEST) {
         uint64_t h;
         memcpy(&h, key.p, sizeof h); /* key.len == 32 */
         return &c->slots[(h ^ (uint64_t)kind) & (CACHE_SLOTS - 1)];
@@ -89,21 +102,16 @@ static struct entry *fresh(tg_identity_store_t *s, enum kind kind, tg_str_t key)
     return NULL;
 }
 
-static struct entry *remember(tg_identity_store_t *s, enum kind kind, tg_str_t key, json_t *j,
-                              uint64_t txn)
+static void remember(tg_identity_store_t *s, enum kind kind, tg_str_t key, json_t *j, uint64_t txn)
 {
-    if (!s->cache || key.len > KEY_MAX) return NULL;
+    if (!s->cache || key.len > KEY_MAX) return;
     struct entry *e = slot_of(s->cache, kind, key);
     json_decref(e->value); /* requests holding the old values keep them alive */
-    json_decref(e->consumer);
-    e->consumer = NULL;
-    e->view = (tg_identity_key_t){0}; /* it borrowed from the values just dropped */
     e->value = json_incref(j);
     e->kind = kind;
     e->klen = key.len;
     memcpy(e->key, key.p, key.len);
     e->txn = txn;
-    return e;
 }
 
 /*
@@ -186,10 +194,45 @@ static int consumer_by_username(void *ud, tg_str_t name, json_t **consumer)
 
 /* ------------------------------------------------------------------ key_by_digest */
 
+/* n bytes for strings that live until tg_identity_store_end. */
+static char *str_room(tg_identity_store_t *s, size_t n)
+{
+    if (TG_IDENTITY_STRBUF - s->strused >= n) {
+        char *p = s->strbuf + s->strused;
+        s->strused += n;
+        return p;
+    }
+    struct tg_identity_spill *sp = tg_malloc(sizeof *sp + n);
+    sp->next = s->spill;
+    s->spill = sp;
+    return sp->data;
+}
+
+static tg_str_t keep(tg_identity_store_t *s, const char *p, size_t len)
+{
+    char *at = str_room(s, len + 1);
+    memcpy(at, p, len);
+    at[len] = '\0';
+    return (tg_str_t){at, len};
+}
+
+static tg_str_t keep_uuid(tg_identity_store_t *s, const uint8_t u[TG_RECORD_UUID_LEN])
+{
+    char *at = str_room(s, TG_UUID_STR_LEN + 1);
+    tg_record_uuid_unpack(u, at);
+    return (tg_str_t){at, TG_UUID_STR_LEN};
+}
+
 static tg_str_t str_of(const json_t *v)
 {
     return json_is_string(v) ? (tg_str_t){json_string_value(v), json_string_length(v)}
                              : TG_STR_NULL;
+}
+
+static tg_str_t keep_json(tg_identity_store_t *s, const json_t *v)
+{
+    tg_str_t str = str_of(v);
+    return str.p ? keep(s, str.p, str.len) : TG_STR_NULL;
 }
 
 static int hex_value(char ch)
@@ -210,108 +253,198 @@ static bool digest_from_hex(tg_str_t hex, uint8_t out[32])
     return true;
 }
 
-/*
- * What key-auth reads of a credential and of its consumer. One pass over each object's few
- * fields: a hash lookup per field (json_object_get) costs more than walking them all, and
- * at a million random keys this runs for nearly every request.
- */
-static void describe_credential(tg_identity_key_t *k, json_t *cred)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach(cred, name, v)
-    {
-        if (strcmp(name, "id") == 0) {
-            k->id = str_of(v);
-        } else if (strcmp(name, "consumer") == 0) {
-            k->consumer_ref = str_of(json_object_get(v, "id"));
-        } else if (strcmp(name, "key_digest") == 0) {
-            k->digest_ok = digest_from_hex(str_of(v), k->digest);
-        } else if (strcmp(name, "expires_at") == 0 && json_is_number(v)) {
-            k->expires = true;
-            k->expires_ms = json_number_value(v) * 1000.0;
-        }
-    }
-}
-
 static bool sendable(tg_str_t s)
 {
     return s.p && tg_http_is_field_value(s);
 }
 
-static void describe_consumer(tg_identity_key_t *k, json_t *consumer)
+static int unreadable(const char *what)
 {
-    const char *name;
-    json_t *v;
-    json_object_foreach(consumer, name, v)
-    {
-        if (strcmp(name, "id") == 0)
-            k->consumer_id = str_of(v);
-        else if (strcmp(name, "username") == 0)
-            k->username = str_of(v);
-        else if (strcmp(name, "custom_id") == 0)
-            k->custom_id = str_of(v);
-    }
-}
-
-/* Hands out a cached answer: the request takes its own references to both entities. */
-static void hand_out(tg_identity_store_t *s, const tg_identity_key_t *view, tg_identity_key_t *out)
-{
-    own(s, json_incref(view->credential));
-    if (view->consumer) own(s, json_incref(view->consumer));
-    *out = *view;
+    TG_LOGE("identity", "a stored %s cannot be read back", what);
+    return -TG_EIO;
 }
 
 /*
- * The credential and its consumer in one short read, described once: a cached answer (same
- * rules as the other lookups: valid while no write was committed since it was read) hands
- * out both entities and their description without touching the store or the JSON. An
- * answer whose consumer is missing is cached too (the write that adds it invalidates it);
- * one whose consumer read failed is not.
+ * A credential stored as a record: its key is the digest, the id a UUID (hex and dashes, so
+ * always sendable) and the consumer ref its consumer's 16-byte id key already.
+ */
+static int credential_record(tg_identity_store_t *s, const tg_store_raw_t *raw,
+                             tg_identity_key_t *k, tg_str_t *owner_key)
+{
+    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+    if (raw->key.len != 32 || !tg_record_read(TG_RECORD_CREDENTIAL, raw->value, f))
+        return unreadable("keyauth_credential");
+    k->digest_ok = true;
+    memcpy(k->digest, raw->key.p, 32);
+    const tg_record_value_t *id = &f[TG_RECORD_CREDENTIAL_ID],
+                            *ref = &f[TG_RECORD_CREDENTIAL_CONSUMER],
+                            *exp = &f[TG_RECORD_CREDENTIAL_EXPIRES_AT];
+    if (id->state == TG_RECORD_VALUE) {
+        k->id = keep_uuid(s, (const uint8_t *)id->s.p);
+        k->id_ok = true;
+    }
+    if (ref->state == TG_RECORD_VALUE) {
+        k->consumer_ref = keep_uuid(s, (const uint8_t *)ref->s.p);
+        *owner_key = ref->s;
+    }
+    if (exp->state == TG_RECORD_VALUE) { /* a JSON integer, as json_number_value reads it */
+        k->expires = true;
+        k->expires_ms = (double)exp->i * 1000.0;
+    }
+    return 0;
+}
+
+/* A credential stored as canonical JSON (one a record could not hold exactly): parsed. */
+static int credential_json(tg_identity_store_t *s, const tg_store_raw_t *raw, tg_identity_key_t *k,
+                           tg_str_t *owner_key, uint8_t key_buf[TG_RECORD_ID_KEY_MAX])
+{
+    json_t *cred = json_loadb(raw->value.p, raw->value.len, 0, NULL);
+    if (!json_is_object(cred)) {
+        json_decref(cred);
+        return unreadable("keyauth_credential");
+    }
+    k->id = keep_json(s, json_object_get(cred, "id"));
+    k->id_ok = sendable(k->id);
+    k->consumer_ref = keep_json(s, json_object_get(json_object_get(cred, "consumer"), "id"));
+    k->digest_ok = digest_from_hex(str_of(json_object_get(cred, "key_digest")), k->digest);
+    const json_t *exp = json_object_get(cred, "expires_at");
+    if (json_is_number(exp)) {
+        k->expires = true;
+        k->expires_ms = json_number_value(exp) * 1000.0;
+    }
+    json_decref(cred);
+    if (k->consumer_ref.p)
+        *owner_key = (tg_str_t){(const char *)key_buf, tg_record_id_key(k->consumer_ref, key_buf)};
+    return 0;
+}
+
+/*
+ * The credential's consumer, found by the id key it names: its id is that ref (id keys and ids
+ * correspond one to one), the rest comes from the record, or from the JSON of a consumer
+ * stored as canonical JSON.
+ */
+static int read_consumer(tg_identity_store_t *s, tg_str_t owner_key, bool ref_is_uuid,
+                         tg_identity_key_t *k)
+{
+    tg_store_raw_t raw;
+    int rc = tg_store_consumer_raw(s->reader, owner_key, &raw);
+    if (rc < 0) return rc;
+    k->consumer_id = k->consumer_ref;
+    if (tg_record_is_compact(raw.value)) {
+        tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+        if (!tg_record_read(TG_RECORD_CONSUMER, raw.value, f)) return unreadable("consumer");
+        const tg_record_value_t *name = &f[TG_RECORD_CONSUMER_USERNAME],
+                                *custom = &f[TG_RECORD_CONSUMER_CUSTOM_ID];
+        if (name->state == TG_RECORD_VALUE) k->username = keep(s, name->s.p, name->s.len);
+        if (custom->state == TG_RECORD_VALUE) k->custom_id = keep(s, custom->s.p, custom->s.len);
+    } else {
+        json_t *consumer = json_loadb(raw.value.p, raw.value.len, 0, NULL);
+        if (!json_is_object(consumer)) {
+            json_decref(consumer);
+            return unreadable("consumer");
+        }
+        k->username = keep_json(s, json_object_get(consumer, "username"));
+        k->custom_id = keep_json(s, json_object_get(consumer, "custom_id"));
+        json_decref(consumer);
+    }
+    k->consumer_id_ok = ref_is_uuid || sendable(k->consumer_id); /* hex and dashes */
+    k->username_ok = sendable(k->username);
+    k->custom_id_ok = sendable(k->custom_id);
+    return 0;
+}
+
+/* The two searches and the copies, inside one read. */
+static int read_key(tg_identity_store_t *s, const uint8_t d[32], tg_identity_key_t *k)
+{
+    tg_store_raw_t raw;
+    int rc = tg_store_credential_raw(s->reader, d, &raw);
+    if (rc < 0) return rc;
+    uint8_t key_buf[TG_RECORD_ID_KEY_MAX];
+    tg_str_t owner_key = TG_STR_NULL;
+    bool record = tg_record_is_compact(raw.value);
+    rc = record ? credential_record(s, &raw, k, &owner_key)
+                : credential_json(s, &raw, k, &owner_key, key_buf);
+    if (rc < 0) return rc;
+    if (owner_key.len) k->consumer_rc = read_consumer(s, owner_key, record, k);
+    return 0;
+}
+
+/* The bytes copy_strings needs for a view's strings. */
+static size_t strings_len(const tg_identity_key_t *k)
+{
+    const tg_str_t src[] = {k->id, k->consumer_ref, k->username, k->custom_id};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof src / sizeof src[0]; i++)
+        n += src[i].p ? src[i].len + 1 : 0;
+    return n;
+}
+
+/* Copies a view's strings into buf (strings_len bytes), one after the other, with their NULs.
+ * The consumer's id is its credential's ref (read_consumer): one copy serves both. */
+static void copy_strings(const tg_identity_key_t *from, tg_identity_key_t *to, char *buf)
+{
+    tg_str_t *const dst[] = {&to->id, &to->consumer_ref, &to->username, &to->custom_id};
+    const tg_str_t src[] = {from->id, from->consumer_ref, from->username, from->custom_id};
+    for (size_t i = 0; i < sizeof src / sizeof src[0]; i++) {
+        if (!src[i].p) continue;
+        memcpy(buf, src[i].p, src[i].len + 1);
+        *dst[i] = (tg_str_t){buf, src[i].len};
+        buf += src[i].len + 1;
+    }
+    if (from->consumer_id.p) to->consumer_id = to->consumer_ref;
+}
+
+static struct key_entry *key_slot(tg_identity_cache_t *c, const uint8_t d[32])
+{
+    uint64_t h;
+    memcpy(&h, d, sizeof h); /* a SHA-256: its first bytes are as good a hash as any */
+    return &c->keys[h & (KEY_SLOTS - 1)];
+}
+
+static void remember_key(tg_identity_store_t *s, const uint8_t d[32], const tg_identity_key_t *k,
+                         uint64_t txn)
+{
+    if (!s->cache) return;
+    struct key_entry *e = key_slot(s->cache, d);
+    if (strings_len(k) > sizeof e->strs) {
+        e->txn = 0; /* too long to keep: the slot is left empty */
+        return;
+    }
+    e->view = *k;
+    copy_strings(k, &e->view, e->strs);
+    memcpy(e->digest, d, 32);
+    e->txn = txn;
+}
+
+/* A cached answer, its strings copied for the request (the slot may be replaced before the
+ * request ends). */
+static bool cached_key(tg_identity_store_t *s, const uint8_t d[32], tg_identity_key_t *out)
+{
+    struct key_entry *e = s->cache ? key_slot(s->cache, d) : NULL;
+    if (!e || !e->txn || memcmp(e->digest, d, 32) != 0 || e->txn != tg_store_last_txn(s->reader))
+        return false;
+    *out = e->view;
+    copy_strings(&e->view, out, str_room(s, strings_len(&e->view)));
+    return true;
+}
+
+/*
+ * The credential and its consumer in one short read, read in place: see identity_store.h.
+ * Cached under the usual rule (valid while no write was committed since it was read); an
+ * answer whose consumer read failed is not cached.
  */
 static int key_by_digest(void *ud, const uint8_t d[32], tg_identity_key_t *out)
 {
     tg_identity_store_t *s = ud;
-    tg_str_t key = {(const char *)d, 32};
-    struct entry *e = fresh(s, BY_KEY, key);
-    if (e) {
-        hand_out(s, &e->view, out);
-        return 0;
-    }
+    if (cached_key(s, d, out)) return 0;
     int rc = tg_store_read_begin(s->reader);
     if (rc < 0) return rc;
     uint64_t txn = tg_store_read_txn(s->reader);
-    tg_identity_key_t k = {.consumer_rc = -TG_ENOTFOUND};
-    json_t *cred = NULL, *consumer = NULL;
-    rc = tg_store_credential_entity_by_digest(s->reader, d, &cred);
-    if (rc == 0) {
-        describe_credential(&k, cred);
-        k.id_ok = sendable(k.id);
-        if (k.consumer_ref.p)
-            k.consumer_rc = tg_store_get_entity(s->reader, "consumers", k.consumer_ref, &consumer);
-        if (k.consumer_rc == 0) {
-            describe_consumer(&k, consumer);
-            k.consumer_id_ok = sendable(k.consumer_id);
-            k.username_ok = sendable(k.username);
-            k.custom_id_ok = sendable(k.custom_id);
-        } else {
-            consumer = NULL;
-        }
-    }
+    *out = (tg_identity_key_t){.consumer_rc = -TG_ENOTFOUND};
+    rc = read_key(s, d, out);
     tg_store_read_end(s->reader);
     if (rc < 0) return rc;
-    k.credential = cred;
-    k.consumer = consumer;
-    if (k.consumer_rc == 0 || k.consumer_rc == -TG_ENOTFOUND) {
-        e = remember(s, BY_KEY, key, cred, txn);
-        if (e) {
-            e->consumer = json_incref(consumer);
-            e->view = k;
-        }
-    }
-    own(s, cred);
-    if (consumer) own(s, consumer);
-    *out = k;
+    if (out->consumer_rc == 0 || out->consumer_rc == -TG_ENOTFOUND) remember_key(s, d, out, txn);
     return 0;
 }
 
@@ -328,6 +461,8 @@ void tg_identity_store_init(tg_identity_store_t *s, tg_store_reader_t *reader)
     s->cache = NULL;
     s->nrefs = 0;
     s->owned = NULL;
+    s->strused = 0;
+    s->spill = NULL;
 }
 
 void tg_identity_store_end(tg_identity_store_t *s)
@@ -337,4 +472,10 @@ void tg_identity_store_end(tg_identity_store_t *s)
     s->nrefs = 0;
     json_decref(s->owned);
     s->owned = NULL;
+    while (s->spill) {
+        struct tg_identity_spill *next = s->spill->next;
+        free(s->spill);
+        s->spill = next;
+    }
+    s->strused = 0;
 }

@@ -8,7 +8,7 @@
  *     req.identity = &ids.source;
  *     ... run the plugins ...
  *     tg_req_release(&req);
- *     tg_identity_store_end(&ids);   // drops every JSON handed out for this request
+ *     tg_identity_store_end(&ids);   // drops what was handed out for this request
  *
  * Each lookup is one short read (tg_store_read_begin, look up the entity as a JSON value,
  * tg_store_read_end), so no read is ever held across a return to the event loop. The JSON
@@ -26,9 +26,11 @@
  * lives on while requests hold it.
  *
  * key_by_digest (identity.h), key-auth's lookup: the credential and its consumer in one read
- * (two B-tree searches, one read transaction), described once (the fields key-auth reads,
- * borrowed from the two JSON values), and cached as one entry: a repeated key costs one
- * slot probe and two references, with no JSON lookups anywhere. An answer whose consumer is
+ * (two B-tree searches, one read transaction), read in place (store_record.h tg_record_read)
+ * and only the strings key-auth and the request keep copied out, into this object (a small
+ * buffer, heap beyond it): no JSON is built or freed, so a key the cache does not hold costs
+ * the two searches and a few hundred instructions. The cache keeps those strings too: a
+ * repeated key costs a slot probe and a copy of ~150 bytes. An answer whose consumer is
  * missing is cached like any other (a write invalidates it); one whose consumer could not be
  * read is not.
  *
@@ -43,6 +45,8 @@
 #include "store.h"
 
 #define TG_IDENTITY_INLINE_REFS 4
+/* Bytes of key_by_digest strings held inline; two UUIDs, a username and a custom_id fit. */
+#define TG_IDENTITY_STRBUF 256
 
 typedef struct tg_identity_cache tg_identity_cache_t;
 
@@ -53,11 +57,16 @@ typedef struct tg_identity_store {
     json_t *refs[TG_IDENTITY_INLINE_REFS]; /* JSON handed out so far */
     size_t nrefs;
     json_t *owned; /* the ones beyond refs[] (a jansson array), or NULL */
+    /* key_by_digest's strings handed out so far: strbuf, then heap blocks in `spill` */
+    size_t strused;
+    struct tg_identity_spill *spill;
+    char strbuf[TG_IDENTITY_STRBUF];
 } tg_identity_store_t;
 
 /* Prepares a source reading through `reader`, without a cache. Allocates nothing. */
 void tg_identity_store_init(tg_identity_store_t *s, tg_store_reader_t *reader);
-/* Releases every JSON handed out since init; the object may then be initialised again. */
+/* Releases every JSON and string handed out since init; the object may then be initialised
+ * again. */
 void tg_identity_store_end(tg_identity_store_t *s);
 
 tg_identity_cache_t *tg_identity_cache_new(void);

@@ -123,17 +123,6 @@ static void conn_close(tg_proxy_conn_t *c)
 
 /* ---------------------------------------------------------------- access log and metrics */
 
-static const char *json_id(const json_t *e)
-{
-    return e ? json_string_value(json_object_get(e, "id")) : NULL;
-}
-
-static const char *label(const json_t *e, const char *name_field)
-{
-    const char *n = e ? json_string_value(json_object_get(e, name_field)) : NULL;
-    return n ? n : json_id(e);
-}
-
 /* A route's or service's name, else its id, from what the router read of it. */
 static const char *info_label(tg_str_t name, tg_str_t id)
 {
@@ -147,7 +136,9 @@ static void account(tg_proxy_conn_t *c)
     int64_t total = tg_proxy_ms(x->t_start, now);
     int64_t proxy = x->t_upstream ? tg_proxy_ms(x->t_start, x->t_upstream) : -1;
     int64_t upstream = x->t_head ? tg_proxy_ms(x->t_upstream, x->t_head) : -1;
-    const json_t *consumer = x->req.consumer;
+    /* the consumer as key-auth set it, JSON or strings (NUL-terminated either way) */
+    const char *consumer_id = tg_req_consumer_id(&x->req).p;
+    const char *username = tg_req_consumer_username(&x->req).p;
     /* the route and service as matched: their ids and labels were read when routing */
     const tg_route_info_t *in = x->req.route ? x->match.info : NULL;
     const char *route_id = in ? in->route_id.p : NULL;
@@ -156,7 +147,7 @@ static void account(tg_proxy_conn_t *c)
                               in ? info_label(in->route_name, in->route_id) : NULL,
                               in && x->req.service ? info_label(in->service_name, in->service_id)
                                                    : NULL,
-                              label(consumer, "username"),
+                              username ? username : consumer_id,
                               total,
                               upstream,
                               proxy};
@@ -179,7 +170,7 @@ static void account(tg_proxy_conn_t *c)
         .status = x->status,
         .route_id = route_id,
         .service_id = service_id,
-        .consumer_id = json_id(consumer),
+        .consumer_id = consumer_id,
         .request_ms = total,
         .proxy_ms = proxy,
         .upstream_ms = upstream,

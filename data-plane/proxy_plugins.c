@@ -25,14 +25,10 @@ tg_flow_t tg_proxy_plugins_access(tg_proxy_conn_t *c)
     /* ids of the route and service as the router read them */
     tg_str_t route = x->match.info->route_id;
     tg_str_t service = x->req.service ? x->match.info->service_id : TG_STR_NULL;
-    const json_t *consumer = NULL;
-    tg_str_t consumer_id = TG_STR_NULL;
     for (size_t i = (size_t)x->plugin_next; i < n; i++) {
-        /* the consumer is whoever an earlier (higher priority) plugin identified */
-        if (x->req.consumer != consumer) {
-            consumer = x->req.consumer;
-            consumer_id = tg_req_consumer_id(&x->req);
-        }
+        /* the consumer is whoever an earlier (higher priority) plugin identified, in either
+         * form (request.h): its id, set with it */
+        tg_str_t consumer_id = tg_req_consumer_id(&x->req);
         const tg_plugin_instance_t *inst =
             tg_plugin_chain_lookup(chain, order[i], route, service, consumer_id);
         if (!inst || !inst->handler->access) continue;

@@ -157,8 +157,11 @@ tg_str_t tg_req_client_ip(const tg_req_t *r) { return r->client_ip; }
 int64_t tg_req_start_ms(const tg_req_t *r) { return r->start_ms; }
 const json_t *tg_req_route(const tg_req_t *r) { return r->route; }
 const json_t *tg_req_service(const tg_req_t *r) { return r->service; }
-const json_t *tg_req_consumer(const tg_req_t *r) { return r->consumer; }
-const json_t *tg_req_credential(const tg_req_t *r) { return r->credential; }
+const json_t *tg_req_consumer(const tg_req_t *r) { return r->identity_ref ? NULL : r->consumer; }
+const json_t *tg_req_credential(const tg_req_t *r)
+{
+    return r->identity_ref ? NULL : r->credential;
+}
 
 /* ASCII lower case of a byte, '_' read as '-': inline, since tolower() is a locale-aware
  * call per byte and this runs for every header of every request a plugin looks into. */
@@ -291,10 +294,36 @@ void tg_req_set_consumer(tg_req_t *r, const json_t *consumer, const json_t *cred
 void tg_req_set_identity(tg_req_t *r, const json_t *consumer, tg_str_t consumer_id,
                          const json_t *credential, tg_str_t credential_id)
 {
+    r->identity_ref = false;
     r->consumer = consumer;
     r->credential = credential;
     r->consumer_id = consumer ? consumer_id : TG_STR_NULL;
     r->credential_id = credential ? credential_id : TG_STR_NULL;
+    r->username = TG_STR_NULL;
+}
+
+void tg_req_set_identity_ref(tg_req_t *r, tg_str_t consumer_id, tg_str_t username,
+                             tg_str_t credential_id)
+{
+    r->identity_ref = true;
+    r->consumer = NULL;
+    r->credential = NULL;
+    r->consumer_id = consumer_id;
+    r->username = consumer_id.p ? username : TG_STR_NULL;
+    r->credential_id = credential_id;
+}
+
+tg_str_t tg_req_consumer_username(const tg_req_t *r)
+{
+    if (r->identity_ref) return r->username;
+    const json_t *name = r->consumer ? json_object_get(r->consumer, "username") : NULL;
+    return json_is_string(name) ? (tg_str_t){json_string_value(name), json_string_length(name)}
+                                : TG_STR_NULL;
+}
+
+bool tg_req_authenticated(const tg_req_t *r)
+{
+    return r->identity_ref ? r->credential_id.p != NULL : r->credential != NULL;
 }
 
 /* The ids as set with their entities; looked up when someone assigned the entity itself. */

@@ -61,8 +61,13 @@ struct tg_req {
      * until the request ends */
     const struct tg_identity_source *identity;
     /* results (read by the proxy) */
+    /* The identity, set through tg_req_set_identity (JSON) or tg_req_set_identity_ref
+     * (strings; identity_ref true, consumer and credential NULL). Read it through the
+     * accessors: consumer_id is set in both forms. */
     const json_t *consumer, *credential;
     tg_str_t consumer_id, credential_id; /* their "id" (borrowed from them); .p NULL: none */
+    tg_str_t username;                   /* identity_ref only: the consumer's username */
+    bool identity_ref;
     tg_req_header_edit_t *upstream_edits, *response_headers;
     size_t nupstream_edits, cap_upstream_edits, nresponse_headers, cap_response_headers;
     bool query_replaced, body_replaced;
@@ -131,16 +136,32 @@ void tg_req_set_upstream_header_ref(tg_req_t *r, const char *name, size_t name_l
  * (rate-limiting by consumer/credential, consumer-scoped configs) read them back.
  */
 void tg_req_set_consumer(tg_req_t *r, const json_t *consumer, const json_t *credential);
-/* The same with their "id" strings already at hand (borrowed from that JSON, .p NULL when
- * absent): later plugins and the proxy read the ids on every request, and this spares the
- * lookups. */
+/* The same with their "id" strings already at hand (borrowed from that JSON, so
+ * NUL-terminated; .p NULL when absent): later plugins and the proxy read the ids on every
+ * request, and this spares the lookups. */
 void tg_req_set_identity(tg_req_t *r, const json_t *consumer, tg_str_t consumer_id,
                          const json_t *credential, tg_str_t credential_id);
+/*
+ * The identity as the strings everyone after key-auth reads, without JSON (identity.h
+ * key_by_digest): the consumer's id and username, the credential's id. Borrowed: they must be
+ * NUL-terminated and stay valid until the request ends. consumer_id .p NULL = no consumer;
+ * credential_id .p NULL = anonymous. tg_req_consumer and tg_req_credential then return NULL;
+ * the id and username accessors give these.
+ */
+void tg_req_set_identity_ref(tg_req_t *r, tg_str_t consumer_id, tg_str_t username,
+                             tg_str_t credential_id);
+/* The JSON of the consumer / credential; NULL when none, or when set as strings. */
 const json_t *tg_req_consumer(const tg_req_t *r);
 const json_t *tg_req_credential(const tg_req_t *r);
-/* The "id" of the consumer / credential; .p NULL when there is none. */
+/* The "id" of the consumer / credential; .p NULL when there is none. NUL-terminated when they
+ * come from JSON or tg_req_set_identity_ref. */
 tg_str_t tg_req_consumer_id(const tg_req_t *r);
 tg_str_t tg_req_credential_id(const tg_req_t *r);
+/* The consumer's username; .p NULL when there is no consumer or it has none. */
+tg_str_t tg_req_consumer_username(const tg_req_t *r);
+/* True once a credential authenticated the request (either form): Kong's "already
+ * authenticated" for auth plugins with anonymous set. */
+bool tg_req_authenticated(const tg_req_t *r);
 /* The route and service that matched (borrowed; service may be NULL). */
 const json_t *tg_req_route(const tg_req_t *r);
 const json_t *tg_req_service(const tg_req_t *r);

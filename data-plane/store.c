@@ -338,11 +338,37 @@ static enum store_kind kind_of(const char *type)
     return KIND_JSON;
 }
 
+/*
+ * LMDB's own order (memcmp over the shorter length, then the shorter key first), computed
+ * faster: a search at a million keys compares ~25 keys per B-tree, and LMDB's comparator
+ * calls memcmp for each. Keys here are mostly digests and UUIDs, random bytes, so the first
+ * eight bytes, compared as one big-endian word, nearly always decide. Same order, so stores
+ * written before (and LMDB's tools, which use memcmp) agree with it.
+ */
+static int key_cmp(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    const uint8_t *x = a->mv_data, *y = b->mv_data;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n >= 8) {
+        uint64_t u, v;
+        memcpy(&u, x, 8);
+        memcpy(&v, y, 8);
+        if (u != v) return __builtin_bswap64(u) < __builtin_bswap64(v) ? -1 : 1;
+    }
+#endif
+    int d = n ? memcmp(x, y, n) : 0;
+    if (d) return d;
+    return a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+}
+
+/* The comparator must be set on every opening, before any access (LMDB's rule). */
 static int dbi_open(MDB_txn *txn, const char *name, unsigned set, MDB_dbi *dbi)
 {
     char full[64];
     snprintf(full, sizeof full, "%s%s", name, set ? "#1" : ""); /* set 0 keeps plain names */
-    return mdb_dbi_open(txn, full, MDB_CREATE, dbi);
+    int rc = mdb_dbi_open(txn, full, MDB_CREATE, dbi);
+    return rc ? rc : mdb_set_compare(txn, *dbi, key_cmp);
 }
 
 static int attach_set(MDB_txn *txn, tg_store_t *s, unsigned i)
@@ -391,6 +417,9 @@ static int attach_dbs(MDB_txn *txn, tg_store_t *s)
         s->types[i] = (struct type_db){tg_entities[i], kind_of(tg_entities[i]->name), i};
         s->n_types = i + 1;
     }
+    s->consumers = store_type_find(s, "consumers");
+    s->credentials = store_type_find(s, "keyauth_credentials");
+    if (!s->consumers || !s->credentials) tg_fatal("store: no consumers or credentials type");
     int rc = attach_set(txn, s, 0);
     if (rc == 0) rc = attach_set(txn, s, 1);
     return rc ? rc : attach_active(txn, s);
@@ -596,14 +625,13 @@ static int find_by_index(tg_store_reader_t *r, enum consumer_index which, tg_str
     tg_str_t id_key;
     MDB_dbi dbi = which == USERNAMES ? set_of(r)->usernames : set_of(r)->custom_ids;
     int rc = raw_get(r, dbi, (tg_str_t){(const char *)k.buf, k.len}, &id_key);
-    return rc ? rc : find_at(r, store_type_find(r->store, "consumers"), id_key, f);
+    return rc ? rc : find_at(r, r->store->consumers, id_key, f);
 }
 
 static int find_by_digest(tg_store_reader_t *r, const uint8_t digest[32], struct found *f)
 {
     if (!r || !r->active || !digest) return -TG_EINVAL;
-    const struct type_db *t = store_type_find(r->store, "keyauth_credentials");
-    return find_at(r, t, (tg_str_t){(const char *)digest, TG_SHA256_LEN}, f);
+    return find_at(r, r->store->credentials, (tg_str_t){(const char *)digest, TG_SHA256_LEN}, f);
 }
 
 /* The canonical JSON of a found entity: the stored value, or rebuilt into the reader's views. */
@@ -685,6 +713,29 @@ int tg_store_consumer_entity_by_username(tg_store_reader_t *r, tg_str_t username
 {
     struct found f;
     return entity_of(&f, find_by_index(r, USERNAMES, username, &f), out);
+}
+
+static int raw_of(const struct found *f, int rc, tg_store_raw_t *out)
+{
+    if (rc) return rc;
+    if (!out) return -TG_EINVAL;
+    *out = (tg_store_raw_t){f->key, f->value};
+    return 0;
+}
+
+int tg_store_credential_raw(tg_store_reader_t *r, const uint8_t digest[32], tg_store_raw_t *out)
+{
+    struct found f;
+    return raw_of(&f, find_by_digest(r, digest, &f), out);
+}
+
+int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t *out)
+{
+    if (!r || !r->active) return -TG_EINVAL;
+    if (id_key.len == 0 || id_key.len > TG_RECORD_ID_KEY_MAX) return -TG_ENOTFOUND;
+    struct found f;
+    int rc = find_at(r, r->store->consumers, id_key, &f);
+    return raw_of(&f, rc, out);
 }
 
 /* ------------------------------------------------------------------ walks */

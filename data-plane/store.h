@@ -199,6 +199,21 @@ int tg_store_credential_entity_by_digest(tg_store_reader_t *r, const uint8_t dig
                                          json_t **out);
 int tg_store_consumer_entity_by_username(tg_store_reader_t *r, tg_str_t username, json_t **out);
 
+/*
+ * The request path's lookups (identity_store.c reads records in place, store_record.h
+ * tg_record_read, and copies out the few strings it needs): where an entity is stored and
+ * its stored value, a record when tg_record_is_compact(value), else its canonical JSON. Both
+ * views are valid until tg_store_read_end. Same return codes as the lookups above.
+ */
+typedef struct tg_store_raw {
+    tg_str_t key;   /* a credential's 32-byte key digest; a consumer's id key */
+    tg_str_t value; /* the stored value */
+} tg_store_raw_t;
+
+int tg_store_credential_raw(tg_store_reader_t *r, const uint8_t digest[32], tg_store_raw_t *out);
+/* By id key (store_record.h tg_record_id_key; a credential record's consumer ref is one). */
+int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t *out);
+
 /* Number of entities of a type. */
 int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n);
 

@@ -70,6 +70,8 @@ struct tg_store {
     size_t map_size;
     struct type_db types[STORE_MAX_TYPES];
     size_t n_types;
+    /* the two the request path reads (key-auth), found once rather than by name each time */
+    const struct type_db *consumers, *credentials;
     struct dbset sets[2];
     unsigned active; /* the writer's view of the active set */
     MDB_dbi meta;

@@ -34,6 +34,15 @@ static const struct field credential_fields[] = {
     {"id", K_UUID},      {"tags", K_TAGS},
 };
 
+_Static_assert(sizeof consumer_fields / sizeof consumer_fields[0] == TG_RECORD_CONSUMER_NFIELDS,
+               "store_record.h's consumer field enum follows consumer_fields");
+_Static_assert(sizeof credential_fields / sizeof credential_fields[0] ==
+                   TG_RECORD_CREDENTIAL_NFIELDS,
+               "store_record.h's credential field enum follows credential_fields");
+_Static_assert(TG_RECORD_CONSUMER_NFIELDS <= TG_RECORD_FIELDS_MAX &&
+                   TG_RECORD_CREDENTIAL_NFIELDS <= TG_RECORD_FIELDS_MAX,
+               "TG_RECORD_FIELDS_MAX holds every type's fields");
+
 static const struct shape shapes[] = {
     [TG_RECORD_CONSUMER] = {"id", TG_RECORD_UUID_LEN, consumer_fields,
                             sizeof consumer_fields / sizeof consumer_fields[0]},
@@ -80,19 +89,33 @@ bool tg_record_uuid_pack(tg_str_t s, uint8_t out[TG_RECORD_UUID_LEN])
     return lower_hex_decode(hex, sizeof hex, out, TG_RECORD_UUID_LEN);
 }
 
+/* Every byte's two lower-case hex digits, so a UUID is written with one lookup per byte: this
+ * runs twice per key-auth lookup. */
+static const char hex_pairs[] = "000102030405060708090a0b0c0d0e0f"
+                                "101112131415161718191a1b1c1d1e1f"
+                                "202122232425262728292a2b2c2d2e2f"
+                                "303132333435363738393a3b3c3d3e3f"
+                                "404142434445464748494a4b4c4d4e4f"
+                                "505152535455565758595a5b5c5d5e5f"
+                                "606162636465666768696a6b6c6d6e6f"
+                                "707172737475767778797a7b7c7d7e7f"
+                                "808182838485868788898a8b8c8d8e8f"
+                                "909192939495969798999a9b9c9d9e9f"
+                                "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+                                "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                                "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"
+                                "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                                "e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+                                "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
 void tg_record_uuid_unpack(const uint8_t in[TG_RECORD_UUID_LEN], char out[37])
 {
-    char hex[33];
-    tg_hex_encode(in, TG_RECORD_UUID_LEN, hex);
-    memcpy(out, hex, 8);
-    out[8] = '-';
-    memcpy(out + 9, hex + 8, 4);
-    out[13] = '-';
-    memcpy(out + 14, hex + 12, 4);
-    out[18] = '-';
-    memcpy(out + 19, hex + 16, 4);
-    out[23] = '-';
-    memcpy(out + 24, hex + 20, 12);
+    /* where each byte's two digits go: 8-4-4-4-12 with the dashes between */
+    static const uint8_t at[TG_RECORD_UUID_LEN] = {0,  2,  4,  6,  9,  11, 14, 16,
+                                                   19, 21, 24, 26, 28, 30, 32, 34};
+    for (size_t i = 0; i < TG_RECORD_UUID_LEN; i++)
+        memcpy(out + at[i], hex_pairs + 2 * in[i], 2);
+    out[8] = out[13] = out[18] = out[23] = '-';
     out[36] = '\0';
 }
 
@@ -389,4 +412,61 @@ json_t *tg_record_decode(tg_record_type_t type, tg_str_t key, tg_str_t rec)
     if (decode_fields(sh, &r, e)) return e;
     json_decref(e);
     return NULL;
+}
+
+/* ------------------------------------------------------------------ reading in place */
+
+/* A string's bytes without copying them: the same checks as take_string. */
+static tg_str_t view_string(struct reader *r)
+{
+    uint64_t n = take_varint(r);
+    const uint8_t *s = r->ok && n <= TG_RECORD_MAX ? take(r, (size_t)n) : NULL;
+    if (!s) {
+        r->ok = false;
+        return TG_STR_NULL;
+    }
+    return (tg_str_t){(const char *)s, (size_t)n};
+}
+
+/* One value as a view; tags are walked (to find their end and check them) but not split. */
+static void view_value(struct reader *r, enum kind kind, tg_record_value_t *v)
+{
+    const uint8_t *at = r->p;
+    switch (kind) {
+    case K_UUID:
+    case K_REF: {
+        const uint8_t *u = take(r, TG_RECORD_UUID_LEN);
+        v->s = u ? (tg_str_t){(const char *)u, TG_RECORD_UUID_LEN} : TG_STR_NULL;
+        return;
+    }
+    case K_INT: {
+        uint64_t u = take_varint(r);
+        v->i = (int64_t)((u >> 1) ^ (0 - (u & 1)));
+        return;
+    }
+    case K_STR: v->s = view_string(r); return;
+    case K_TAGS: {
+        uint64_t n = take_varint(r);
+        if (n > TG_RECORD_MAX) r->ok = false;
+        for (uint64_t i = 0; r->ok && i < n; i++)
+            view_string(r);
+        v->s = (tg_str_t){(const char *)at, (size_t)(r->p - at)};
+        return;
+    }
+    }
+}
+
+bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out)
+{
+    const struct shape *sh = &shapes[type];
+    struct reader r = {(const uint8_t *)rec.p, (const uint8_t *)rec.p + rec.len, true};
+    const uint8_t *tag = take(&r, 1), *states = take(&r, state_bytes(sh));
+    if (!tag || *tag != TG_RECORD_TAG || !states) return false;
+    for (size_t i = 0; i < sh->n && r.ok; i++) {
+        enum state st = (enum state)((states[i / 4] >> (2 * (i % 4))) & 3);
+        out[i] = (tg_record_value_t){.state = (enum tg_record_state)st};
+        if (st > S_VALUE) r.ok = false;
+        if (st == S_VALUE) view_value(&r, sh->fields[i].kind, &out[i]);
+    }
+    return r.ok && r.p == r.end;
 }

@@ -58,6 +58,46 @@ size_t tg_record_encode(tg_record_type_t type, const json_t *e, uint8_t *buf, si
  */
 json_t *tg_record_decode(tg_record_type_t type, tg_str_t key, tg_str_t rec);
 
+/*
+ * Reading a record in place, for the request path: no JSON is built, the values are views of
+ * the record (valid as long as it is). Fields come in the type's table order, the same order
+ * the enums below give (a field's index in `out`).
+ */
+enum tg_record_state { TG_RECORD_ABSENT, TG_RECORD_NULL, TG_RECORD_VALUE };
+
+typedef struct tg_record_value {
+    enum tg_record_state state;
+    int64_t i;  /* an int field's value */
+    tg_str_t s; /* str: its bytes; uuid and ref: the 16 bytes; tags: their encoded list */
+} tg_record_value_t;
+
+enum tg_record_consumer_field {
+    TG_RECORD_CONSUMER_CREATED_AT,
+    TG_RECORD_CONSUMER_CUSTOM_ID,
+    TG_RECORD_CONSUMER_TAGS,
+    TG_RECORD_CONSUMER_UPDATED_AT,
+    TG_RECORD_CONSUMER_USERNAME,
+    TG_RECORD_CONSUMER_NFIELDS
+};
+
+enum tg_record_credential_field {
+    TG_RECORD_CREDENTIAL_CONSUMER, /* a ref: the consumer's id as 16 bytes, i.e. its id key */
+    TG_RECORD_CREDENTIAL_CREATED_AT,
+    TG_RECORD_CREDENTIAL_EXPIRES_AT,
+    TG_RECORD_CREDENTIAL_ID,
+    TG_RECORD_CREDENTIAL_TAGS,
+    TG_RECORD_CREDENTIAL_NFIELDS
+};
+
+#define TG_RECORD_FIELDS_MAX 5
+
+/*
+ * Reads every field of record `rec` of a type into out[0 .. its NFIELDS - 1]; false when the
+ * record is malformed (what tg_record_decode refuses, this refuses). The record's key field is
+ * not among them: it is the LMDB key.
+ */
+bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out);
+
 /* True when a stored value is a record rather than canonical JSON. */
 static inline bool tg_record_is_compact(tg_str_t value)
 {

@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -64,9 +65,56 @@ static const char *ssl_error(char *buf, size_t len)
     return buf;
 }
 
+/*
+ * SHA-256 runs per request (key-auth hashes every key it has not seen lately) and per entity
+ * (config digests, a million keys in a snapshot). Handed EVP_sha256(), OpenSSL 3 looks the
+ * implementation up and allocates a context on every call; instead the algorithm is fetched
+ * once and each thread keeps a context, freed when the thread exits. Without either (a
+ * failed fetch or key), the one-shot call.
+ */
+static EVP_MD *sha256_md;
+static pthread_key_t sha256_ctx_key;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static _Thread_local EVP_MD_CTX *sha256_ctx;
+
+static void sha256_ctx_free(void *ctx)
+{
+    EVP_MD_CTX_free(ctx);
+    sha256_ctx = NULL;
+}
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (sha256_md && pthread_key_create(&sha256_ctx_key, sha256_ctx_free) != 0) {
+        EVP_MD_free(sha256_md);
+        sha256_md = NULL;
+    }
+}
+
+/* This thread's context, registered for freeing at thread exit; NULL when it cannot be. */
+static EVP_MD_CTX *sha256_thread_ctx(void)
+{
+    if (sha256_ctx) return sha256_ctx;
+    pthread_once(&sha256_once, sha256_fetch);
+    if (!sha256_md) return NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx && pthread_setspecific(sha256_ctx_key, ctx) != 0) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return sha256_ctx = ctx;
+}
+
 void tg_sha256(const void *data, size_t len, uint8_t out[TG_SHA256_LEN])
 {
     unsigned int n = 0;
+    EVP_MD_CTX *ctx = sha256_thread_ctx();
+    if (ctx && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
+        EVP_DigestUpdate(ctx, data, len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
+        n == TG_SHA256_LEN)
+        return;
+    ERR_clear_error(); /* whatever the reusable context left (see the file comment) */
     if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != TG_SHA256_LEN)
         tg_fatal("SHA-256 computation failed");
 }

@@ -19,6 +19,8 @@
 /* AES-256-GCM blob layout: 12-byte nonce || ciphertext || 16-byte tag. */
 #define TG_AEAD_OVERHEAD (12 + 16)
 
+/* Keeps one digest context per calling thread (allocated on its first call, freed when the
+ * thread exits): it runs per request and per entity. */
 void tg_sha256(const void *data, size_t len, uint8_t out[TG_SHA256_LEN]);
 /* Lower-case hex; `out` must hold 2*len+1 bytes; NUL-terminated. */
 void tg_hex_encode(const uint8_t *in, size_t len, char *out);

@@ -23,7 +23,9 @@ time, so the per-key figure uses RssAnon and the table shows both.
 
 --callgrind N adds, for each data plane, instructions and simulated cache misses per request
 (valgrind's callgrind over N seconds of the same traffic, see callgrind()): figures the
-machine's load does not move, for comparing builds on a shared machine.
+machine's load does not move, for comparing builds on a shared machine. With --reuse it does
+only that, over the stores an earlier run left in --work (loading a million keys again takes
+a minute and 5 GiB), so two builds are compared on the very same stores.
 
 Prints a Markdown section; --out appends it to a file, --plot writes a PNG.
 """
@@ -183,7 +185,8 @@ def callgrind(dp, args, log):
                TOLLGATE_STATUS_LISTEN=f"127.0.0.1:{free_port()}", TOLLGATE_WORKER_THREADS="1",
                TOLLGATE_LOG_LEVEL="warn", TOLLGATE_PROXY_ACCESS_LOG="off")
     env.pop("TOLLGATE_DECLARATIVE_CONFIG", None)
-    p = start(["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no",
+    ll = [f"--LL={args.cg_ll}"] if args.cg_ll else []
+    p = start(["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no", *ll,
                f"--callgrind-out-file={out}", args.bin, "dp", "start"], 0, log, env)
     try:
         wait_for(lambda: listening(port) or p.poll() is not None, 600, interval=0.5,
@@ -191,9 +194,12 @@ def callgrind(dp, args, log):
         if p.poll() is not None:
             sys.exit(f"the data plane under callgrind exited ({p.returncode}); see {log.name}")
         url = f"http://127.0.0.1:{port}/"
+        control = ["callgrind_control", "-i", "on", str(p.pid)]
+        if args.cg_warm:  # simulate the warm-up too, so the caches start warm; then count
+            subprocess.run(control, check=True, capture_output=True)
         run_wrk(url, 3, 10, dp["keys"])  # warm-up: pools, caches, lazily mapped pages
-        subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True,
-                       capture_output=True)
+        subprocess.run(["callgrind_control", "-z", str(p.pid)] if args.cg_warm else control,
+                       check=True, capture_output=True)
         _, total, _, non2xx = run_wrk(url, args.callgrind, 10, dp["keys"])
         subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True,
                        capture_output=True)
@@ -204,7 +210,9 @@ def callgrind(dp, args, log):
         for line in f:
             if line.startswith("events:"):
                 events = line.split()[1:]
-            elif line.startswith(("summary:", "totals:")):
+            elif line.startswith("totals:") or (line.startswith("summary:") and not summary):
+                # totals: what was counted since the last zeroing (--cg-warm); the summary
+                # line is not right after callgrind_control -z
                 summary = [int(v) for v in line.split()[1:]]
     ev = dict(zip(events, summary))
     n = max(total, 1)
@@ -346,6 +354,39 @@ def plot(pairs, path):
     fig.savefig(path, dpi=100)
 
 
+def reuse(args, nginx):
+    """--reuse: callgrind only, over the stores an earlier run left in --work."""
+    log = open(os.path.join(args.work, "bench-reuse.log"), "w")
+    # the stores name the upstream port of the run that loaded them: listen there again
+    first = os.path.join(args.work, f"1-keys-by-{args.limit_by.split(',')[0]}.yaml")
+    with open(first) as f:
+        up_port = int(re.search(r"url: http://127\.0\.0\.1:(\d+)", f.read()).group(1))
+    upstream = start([nginx, "-c", nginx_conf(args.work, up_port, None, False)], 1, log)
+    lines = [f"Per request under callgrind ({args.bin}, stores of {args.work}, "
+             f"{args.callgrind} s, 10 connections):", "",
+             "| per request | limit_by | keys | requests (non-2xx) | instructions "
+             "| L1 misses (I + D) | last-level misses | cycle estimate |",
+             "|---|---|---|---|---|---|---|---|"]
+    try:
+        wait_for(lambda: listening(up_port), 20, what="the upstream")
+        for limit_by in args.limit_by.split(","):
+            for keys in (1, args.keys):
+                prefix = os.path.join(args.work, f"{keys}-keys-by-{limit_by}")
+                if not os.path.exists(os.path.join(prefix, "dp", "data.mdb")):
+                    sys.exit(f"no store in {prefix}: run once without --reuse")
+                dp = {"keys": keys, "limit_by": limit_by, "prefix": prefix}
+                callgrind(dp, args, log)
+                cg = dp["cg"]
+                print(f"[bench] callgrind, {keys} keys by {limit_by}: {cg}", file=sys.stderr)
+                lines.append(f"| | {limit_by} | {spaced(keys)} | {cg['requests']} ({cg['non2xx']}) "
+                             f"| {cg['ir']:.0f} "
+                             f"| {cg['l1']:.0f} | {cg['ll']:.2f} | {cg['cycles']:.0f} |")
+    finally:
+        stop(upstream)
+        log.close()
+    print("\n".join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "tollgate"))
@@ -360,6 +401,17 @@ def main():
     ap.add_argument("--callgrind", type=int, default=0, metavar="SECONDS",
                     help="after the runs, restart each data plane under callgrind and count "
                          "instructions and cache misses per request over this many seconds")
+    ap.add_argument("--cg-ll", metavar="SIZE,ASSOC,LINE",
+                    help="callgrind's simulated last-level cache (valgrind --LL); by default "
+                         "what valgrind reads from the CPU, which on some VMs is far from the "
+                         "real one (256 MiB direct-mapped here, against a 32 MiB L3)")
+    ap.add_argument("--cg-warm", action="store_true",
+                    help="simulate the caches during callgrind's warm-up too and count from "
+                         "its end, so misses per request do not depend on how many requests "
+                         "the run had to amortise cold caches over")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --work and --callgrind: skip the load and the wrk rounds, only run "
+                         "callgrind over the stores an earlier run left in --work")
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args()
@@ -368,6 +420,10 @@ def main():
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             sys.exit(f"{tool} is not installed (scripts/install-deps.sh installs it)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if args.reuse:
+        if not (args.work and args.callgrind):
+            sys.exit("--reuse needs --work (an earlier run's) and --callgrind")
+        return reuse(args, nginx)
     work = args.work or tempfile.mkdtemp(prefix="tg-keys-bench-")
     os.makedirs(work, exist_ok=True)
     log = open(os.path.join(work, "bench.log"), "w")

@@ -102,14 +102,15 @@ static tg_str_t jstr(const json_t *obj, const char *name)
 
 /*
  * key_by_digest over the same fake data, written the plain way (a lookup per field), so the
- * plugin's one-call path runs every test the classic calls run (setup_keyed).
+ * plugin's one-call path runs every test the classic calls run (setup_keyed). The strings
+ * borrow from the copies the fake hands out, which live until the test ends.
  */
 static int fake_key(void *ud, const uint8_t d[32], tg_identity_key_t *out)
 {
     json_t *cred = NULL;
     int rc = fake_cred(ud, d, &cred);
     if (rc < 0) return rc;
-    *out = (tg_identity_key_t){.credential = cred, .consumer_rc = -TG_ENOTFOUND};
+    *out = (tg_identity_key_t){.consumer_rc = -TG_ENOTFOUND};
     out->id = jstr(cred, "id");
     out->consumer_ref = jstr(json_object_get(cred, "consumer"), "id");
     out->id_ok = out->id.p && tg_http_is_field_value(out->id);
@@ -122,16 +123,15 @@ static int fake_key(void *ud, const uint8_t d[32], tg_identity_key_t *out)
     const json_t *exp = json_object_get(cred, "expires_at");
     out->expires = json_is_number(exp);
     out->expires_ms = out->expires ? json_number_value(exp) * 1000.0 : 0;
-    if (out->consumer_ref.p) out->consumer_rc = fake_by_id(ud, out->consumer_ref, &out->consumer);
+    json_t *consumer = NULL;
+    if (out->consumer_ref.p) out->consumer_rc = fake_by_id(ud, out->consumer_ref, &consumer);
     if (out->consumer_rc == 0) {
-        out->consumer_id = jstr(out->consumer, "id");
-        out->username = jstr(out->consumer, "username");
-        out->custom_id = jstr(out->consumer, "custom_id");
+        out->consumer_id = jstr(consumer, "id");
+        out->username = jstr(consumer, "username");
+        out->custom_id = jstr(consumer, "custom_id");
         out->consumer_id_ok = out->consumer_id.p && tg_http_is_field_value(out->consumer_id);
         out->username_ok = out->username.p && tg_http_is_field_value(out->username);
         out->custom_id_ok = out->custom_id.p && tg_http_is_field_value(out->custom_id);
-    } else {
-        out->consumer = NULL;
     }
     return 0;
 }
@@ -313,8 +313,20 @@ static void assert_alice(const fx_t *f, tg_flow_t flow)
         fail_msg("flow %d, answered %d %s", flow, f->r.exit_status,
                  f->r.exit_body ? f->r.exit_body : "-");
     assert_int_equal(f->r.exit_status, 0);
-    assert_string_equal(json_string_value(json_object_get(f->r.consumer, "id")), ALICE_ID);
-    assert_string_equal(json_string_value(json_object_get(f->r.credential, "id")), CRED_ID);
+    /* what rate-limiting, metrics and the access log read, in either form */
+    assert_string_equal(tg_req_consumer_id(&f->r).p, ALICE_ID);
+    assert_string_equal(tg_req_consumer_username(&f->r).p, "alice");
+    assert_string_equal(tg_req_credential_id(&f->r).p, CRED_ID);
+    assert_true(tg_req_authenticated(&f->r));
+    if (f->r.identity->key_by_digest) { /* set as strings: no JSON on the request */
+        assert_null(tg_req_consumer(&f->r));
+        assert_null(tg_req_credential(&f->r));
+    } else {
+        assert_string_equal(json_string_value(json_object_get(tg_req_consumer(&f->r), "id")),
+                            ALICE_ID);
+        assert_string_equal(json_string_value(json_object_get(tg_req_credential(&f->r), "id")),
+                            CRED_ID);
+    }
     assert_string_equal(upstream(f, "X-Consumer-ID"), ALICE_ID);
     assert_string_equal(upstream(f, "X-Consumer-Custom-ID"), "alice-crm-1");
     assert_string_equal(upstream(f, "X-Consumer-Username"), "alice");
@@ -781,6 +793,18 @@ static void test_anonymous_already_authenticated(void **state)
     assert_int_equal(f->r.exit_status, 401);
     json_decref(other);
     json_decref(who);
+    /* an identity set as strings counts the same (its credential id says so) */
+    reset(f);
+    configure(f, "{\"anonymous\":\"guest\"}");
+    tg_req_set_identity_ref(&f->r, TG_STR(BOB_ID), TG_STR("bob"), TG_STR("other-cred"));
+    assert_int_equal(run(f), TG_FLOW_CONTINUE);
+    assert_int_equal(f->r.nupstream_edits, 0);
+    assert_string_equal(tg_req_credential_id(&f->r).p, "other-cred");
+    /* strings without a credential (anonymous): not authenticated, so this plugin runs */
+    reset(f);
+    tg_req_set_identity_ref(&f->r, TG_STR(BOB_ID), TG_STR("bob"), TG_STR_NULL);
+    header(f, "apikey", "alice-key");
+    assert_alice(f, run(f));
 }
 
 /* ------------------------------------------------------------------ credential checks */
@@ -849,6 +873,10 @@ static void test_credential_without_consumer(void **state)
     header(f, "apikey", "orphan-key");
     assert_int_equal(run(f), TG_FLOW_CONTINUE);
     assert_null(f->r.consumer);
+    assert_null(tg_req_consumer_id(&f->r).p);
+    assert_null(tg_req_consumer_username(&f->r).p);
+    assert_string_equal(tg_req_credential_id(&f->r).p, "c-orphan");
+    assert_true(tg_req_authenticated(&f->r));
     assert_string_equal(upstream(f, "X-Consumer-ID"), REMOVED);
     assert_string_equal(upstream(f, "X-Credential-Identifier"), "c-orphan");
 }
@@ -1115,48 +1143,41 @@ static void test_key_by_digest_store(void **state)
     tg_sha256("orphan-key", 10, od);
     tg_sha256("nope", 4, nd);
 
-    json_t *first_cred = NULL, *first_consumer = NULL;
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 3; round++) { /* read, from the cache, read after a write */
         tg_identity_store_t ids;
         tg_identity_store_init(&ids, &reader);
         ids.cache = cache;
         assert_non_null(ids.source.key_by_digest);
         tg_identity_key_t k;
         assert_int_equal(ids.source.key_by_digest(ids.source.ud, d, &k), 0);
-        assert_true(json_equal(k.credential, cred));
-        assert_true(json_equal(k.consumer, alice));
         assert_int_equal(k.consumer_rc, 0);
         assert_true(tg_str_eq(k.id, TG_STR(CRED_ID)));
         assert_true(tg_str_eq(k.consumer_ref, TG_STR(ALICE_ID)));
         assert_true(tg_str_eq(k.consumer_id, TG_STR(ALICE_ID)));
+        assert_string_equal(k.id.p, CRED_ID); /* NUL-terminated: the request keeps them */
+        assert_string_equal(k.consumer_id.p, ALICE_ID);
         tg_str_t name = tg_str_from(json_string_value(json_object_get(alice, "username")));
         assert_true(tg_str_eq(k.username, name));
+        assert_string_equal(k.username.p, name.p);
         assert_true(tg_str_eq(k.custom_id, TG_STR("alice-crm-1")));
+        assert_string_equal(k.custom_id.p, "alice-crm-1");
         assert_true(k.digest_ok);
         assert_memory_equal(k.digest, d, 32);
         assert_true(k.id_ok && k.consumer_id_ok && k.username_ok && k.custom_id_ok);
         assert_true(k.expires);
         assert_true(k.expires_ms == (double)(NOW_MS / 1000 + 60) * 1000.0);
-        if (round == 0) {
-            first_cred = k.credential;
-            first_consumer = k.consumer;
-        } else if (round == 1) { /* the cache's answer: the very same entities */
-            assert_ptr_equal(k.credential, first_cred);
-            assert_ptr_equal(k.consumer, first_consumer);
-        } else { /* read again after the write: the new username */
-            assert_ptr_not_equal(k.consumer, first_consumer);
-        }
-
         tg_identity_key_t o;
         assert_int_equal(ids.source.key_by_digest(ids.source.ud, od, &o), 0);
         assert_int_equal(o.consumer_rc, -TG_ENOTFOUND);
-        assert_null(o.consumer);
         assert_true(tg_str_eq(o.id, TG_STR(BOB_CRED_ID)));
         assert_true(tg_str_eq(o.consumer_ref, TG_STR(BOB_ID)));
         assert_null(o.consumer_id.p);
         assert_false(o.expires);
         assert_int_equal(ids.source.key_by_digest(ids.source.ud, nd, &o), -TG_ENOTFOUND);
-        tg_identity_store_end(&ids); /* the cache keeps its own references */
+        /* the first answer's strings are still there, whatever came since */
+        assert_string_equal(k.id.p, CRED_ID);
+        assert_string_equal(k.custom_id.p, "alice-crm-1");
+        tg_identity_store_end(&ids); /* the cache keeps its own copies */
         if (round == 1) {
             json_object_set_new(alice, "username", json_string("alice-renamed"));
             tg_store_change_t rename = up("consumers", alice);
@@ -1174,6 +1195,10 @@ static void test_key_by_digest_store(void **state)
     assert_int_equal(run(f), TG_FLOW_CONTINUE);
     assert_string_equal(upstream(f, "X-Consumer-Username"), "alice-renamed");
     assert_string_equal(upstream(f, "X-Credential-Identifier"), CRED_ID);
+    assert_null(tg_req_consumer(&f->r)); /* strings, no JSON */
+    assert_string_equal(tg_req_consumer_id(&f->r).p, ALICE_ID);
+    assert_string_equal(tg_req_consumer_username(&f->r).p, "alice-renamed");
+    assert_string_equal(tg_req_credential_id(&f->r).p, CRED_ID);
     tg_req_release(&f->r);
     tg_identity_store_end(&ids);
     tg_identity_store_init(&ids, &reader);

@@ -1047,6 +1047,88 @@ static void test_half_written_snapshot_is_dropped(void **state)
     tg_store_close(s);
 }
 
+/* Walks database `name` with LMDB's own comparator (memcmp order): every key is greater
+ * than the one before and found by mdb_get. Returns the number of keys. */
+static size_t check_lmdb_order(MDB_txn *txn, const char *name)
+{
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v, prev = {0, NULL};
+    assert_int_equal(mdb_dbi_open(txn, name, 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    size_t n = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        if (prev.mv_data) assert_true(mdb_cmp(txn, dbi, &prev, &k) < 0);
+        MDB_val found;
+        assert_int_equal(mdb_get(txn, dbi, &k, &found), 0);
+        prev = k;
+    }
+    mdb_cursor_close(cur);
+    return n;
+}
+
+/*
+ * The store's faster key comparator keeps LMDB's order exactly: keys it inserted in random
+ * order (ids of every length sharing prefixes, digests sharing their first bytes) are in
+ * memcmp order for LMDB's own comparator, and all found with it.
+ */
+static void test_key_order_is_lmdb_order(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = open_store(f, 0);
+    enum { N = 600 };
+    json_t *e[2 * N];
+    tg_store_change_t ch[2 * N];
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        char id[64], cid[72];
+        uint8_t d[32];
+        if (i % 3 == 0) /* plain ids: "p", "pp", ... and their neighbours */
+            snprintf(id, sizeof id, "%.*s%c", 1 + i % 20, "pppppppppppppppppppppppp",
+                     'a' + rand() % 3);
+        else
+            snprintf(id, sizeof id, "%08x-%04x-4%03x-8%03x-%012x", (unsigned)rand(),
+                     (unsigned)rand() & 0xffff, (unsigned)rand() & 0xfff, (unsigned)rand() & 0xfff,
+                     (unsigned)rand());
+        snprintf(cid, sizeof cid, "c-%s", id);
+        memset(d, 0, sizeof d);
+        d[i % 9] = (uint8_t)rand(); /* long shared prefixes, differing anywhere in 9 bytes */
+        d[31] = (uint8_t)i;
+        d[30] = (uint8_t)(i >> 8);
+        char hex[65];
+        tg_hex_encode(d, 32, hex);
+        e[2 * i] = json_pack("{s:s,s:s}", "id", id, "username", cid);
+        e[2 * i + 1] =
+            json_pack("{s:s,s:{s:s},s:s}", "id", cid, "consumer", "id", id, "key_digest", hex);
+        ch[2 * i] = (tg_store_change_t){"consumers", id, TG_STORE_UPSERT, e[2 * i]};
+        ch[2 * i + 1] =
+            (tg_store_change_t){"keyauth_credentials", cid, TG_STORE_UPSERT, e[2 * i + 1]};
+    }
+    for (int i = 0; i < 2 * N; i++) /* ids are read from the entities: point at them */
+        ch[i].id = json_string_value(json_object_get(e[i], "id"));
+    tg_store_error_t err;
+    int rc = tg_store_apply(s, 0, 1, ch, 2 * N, &err);
+    if (rc) fail_msg("apply: %s", err.message);
+    tg_store_close(s);
+
+    MDB_env *env;
+    MDB_txn *txn;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    size_t consumers = check_lmdb_order(txn, "consumers");
+    assert_true(consumers > N / 2); /* duplicate plain ids replace each other */
+    assert_int_equal(check_lmdb_order(txn, "keyauth_credentials"), consumers);
+    check_lmdb_order(txn, "idx:keyauth_credentials.id");
+    check_lmdb_order(txn, "idx:consumers.username");
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    for (int i = 0; i < 2 * N; i++)
+        json_decref(e[i]);
+}
+
 static void test_reader_misuse(void **state)
 {
     struct fx *f = *state;
@@ -1157,6 +1239,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_growth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_switches_sets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_written_snapshot_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_order_is_lmdb_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_credentials, setup, teardown),
     };

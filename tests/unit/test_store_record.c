@@ -523,6 +523,199 @@ static void test_identity_source(void **state)
     tg_store_close(s);
 }
 
+/* ------------------------------------------------------------------ key_by_digest */
+
+static tg_str_t jstr(const json_t *obj, const char *name)
+{
+    const json_t *v = json_object_get(obj, name);
+    return json_is_string(v) ? (tg_str_t){json_string_value(v), json_string_length(v)}
+                             : TG_STR_NULL;
+}
+
+static void assert_same_str(tg_str_t got, tg_str_t want, const char *what)
+{
+    if (!want.p) {
+        if (got.p) fail_msg("%s: got \"%.*s\", want none", what, (int)got.len, got.p);
+        return;
+    }
+    if (!got.p || !tg_str_eq(got, want))
+        fail_msg("%s: got \"%.*s\", want \"%.*s\"", what, got.p ? (int)got.len : 4,
+                 got.p ? got.p : "none", (int)want.len, want.p);
+    assert_int_equal(got.p[got.len], '\0'); /* the request keeps them as C strings */
+}
+
+static bool field_value(tg_str_t v)
+{
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char c = (unsigned char)v.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    }
+    return true;
+}
+
+/*
+ * key_by_digest against an oracle: the two entities as the JSON lookups give them, and the
+ * fields read out of that JSON the plain way.
+ */
+static void assert_key_answer(tg_store_reader_t *r, tg_identity_store_t *ids, const uint8_t d[32],
+                              const char *what)
+{
+    tg_identity_key_t k;
+    int rc = ids->source.key_by_digest(ids->source.ud, d, &k);
+    assert_int_equal(tg_store_read_begin(r), 0);
+    json_t *cred = NULL, *cons = NULL;
+    int want_rc = tg_store_credential_entity_by_digest(r, d, &cred);
+    tg_str_t ref = jstr(json_object_get(cred, "consumer"), "id");
+    int want_consumer_rc = ref.p ? tg_store_get_entity(r, "consumers", ref, &cons) : -TG_ENOTFOUND;
+    tg_store_read_end(r);
+    if (rc != want_rc) fail_msg("%s: rc %d, want %d", what, rc, want_rc);
+    if (rc) return;
+    assert_int_equal(k.consumer_rc, want_consumer_rc);
+    assert_same_str(k.id, jstr(cred, "id"), "credential id");
+    assert_same_str(k.consumer_ref, ref, "consumer ref");
+    assert_true(k.id_ok == (k.id.p && field_value(k.id)));
+    uint8_t digest[32];
+    tg_config_digest_t parsed;
+    const char *hex = json_string_value(json_object_get(cred, "key_digest"));
+    assert_true(k.digest_ok);
+    assert_int_equal(tg_config_digest_from_hex(hex, &parsed), 0);
+    memcpy(digest, parsed.sum, 32);
+    assert_memory_equal(k.digest, digest, 32);
+    const json_t *exp = json_object_get(cred, "expires_at");
+    assert_true(k.expires == json_is_number(exp));
+    if (k.expires) assert_true(k.expires_ms == json_number_value(exp) * 1000.0);
+    tg_str_t cid = cons ? jstr(cons, "id") : TG_STR_NULL, name = jstr(cons, "username"),
+             custom = jstr(cons, "custom_id");
+    assert_same_str(k.consumer_id, cid, "consumer id");
+    assert_same_str(k.username, name, "username");
+    assert_same_str(k.custom_id, custom, "custom_id");
+    assert_true(k.consumer_id_ok == (cid.p && field_value(cid)));
+    assert_true(k.username_ok == (name.p && field_value(name)));
+    assert_true(k.custom_id_ok == (custom.p && field_value(custom)));
+    json_decref(cred);
+    json_decref(cons);
+}
+
+/* key-auth's lookup reads records in place and canonical JSON parsed, every combination of
+ * the two, and gives what the JSON says; from the cache too, and again after a write. */
+static void test_key_lookup_forms(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = NULL;
+    assert_int_equal(tg_store_open(f->dir, 0, &s), 0);
+    const char *c_rec = "11111111-1111-4111-8111-111111111111",
+               *c_json = "22222222-2222-4222-8222-222222222222";
+    json_t *e[] = {
+        /* consumers: a record, canonical JSON (a real), a plain id, a name with a BEL */
+        json_pack("{s:s,s:s,s:s,s:i,s:n,s:[s]}", "id", c_rec, "username", "alice", "custom_id",
+                  "A-1", "created_at", 1700000000, "updated_at", "tags", "t"),
+        json_pack("{s:s,s:s,s:f}", "id", c_json, "username", "bob", "created_at", 1.5),
+        json_pack("{s:s,s:n,s:s}", "id", "plain-consumer", "username", "custom_id", "P\x07"),
+        json_pack("{s:s,s:s}", "id", CONS_ID, "username", "ring\x07"),
+        /* credentials: record → record consumer, with an expiry */
+        json_pack("{s:s,s:{s:s},s:s,s:I,s:n}", "id", "aaaaaaaa-0000-4000-8000-000000000001",
+                  "consumer", "id", c_rec, "key_digest",
+                  "0101010101010101010101010101010101010101010101010101010101010101", "expires_at",
+                  (json_int_t)1900000000, "tags"),
+        /* record → JSON consumer */
+        json_pack("{s:s,s:{s:s},s:s}", "id", "aaaaaaaa-0000-4000-8000-000000000002", "consumer",
+                  "id", c_json, "key_digest",
+                  "0202020202020202020202020202020202020202020202020202020202020202"),
+        /* JSON (upper-case digest, a real expiry) → record consumer */
+        json_pack("{s:s,s:{s:s},s:s,s:f}", "id", "aaaaaaaa-0000-4000-8000-000000000003", "consumer",
+                  "id", c_rec, "key_digest",
+                  "03030303030303030303030303030303030303030303030303030303030303AB", "expires_at",
+                  1.9e9),
+        /* JSON (a plain id) → JSON consumer with a plain id */
+        json_pack("{s:s,s:{s:s},s:s}", "id", "cred-plain", "consumer", "id", "plain-consumer",
+                  "key_digest", "0404040404040404040404040404040404040404040404040404040404040404"),
+        /* record → a consumer that is not there */
+        json_pack("{s:s,s:{s:s},s:s}", "id", "aaaaaaaa-0000-4000-8000-000000000005", "consumer",
+                  "id", "33333333-3333-4333-8333-333333333333", "key_digest",
+                  "0505050505050505050505050505050505050505050505050505050505050505"),
+        /* record → the consumer whose name may not be sent */
+        json_pack("{s:s,s:{s:s},s:s}", "id", "aaaaaaaa-0000-4000-8000-000000000006", "consumer",
+                  "id", CONS_ID, "key_digest",
+                  "0606060606060606060606060606060606060606060606060606060606060606"),
+    };
+    enum { N = sizeof e / sizeof e[0], NCONS = 4 };
+    tg_store_change_t ch[N];
+    for (size_t i = 0; i < N; i++) {
+        assert_non_null(e[i]);
+        ch[i] = up(i < NCONS ? "consumers" : "keyauth_credentials", e[i]);
+    }
+    uint8_t digests[N - NCONS + 1][32];
+    for (size_t i = NCONS; i < N; i++) {
+        tg_config_digest_t d;
+        assert_int_equal(
+            tg_config_digest_from_hex(json_string_value(json_object_get(e[i], "key_digest")), &d),
+            0);
+        memcpy(digests[i - NCONS], d.sum, 32);
+    }
+    memset(digests[N - NCONS], 0x77, 32); /* no such key */
+    tg_identity_cache_t *cache = tg_identity_cache_new();
+    for (int pass = 0; pass < 2; pass++) { /* by a delta, then by a snapshot */
+        tg_store_error_t err;
+        int rc = pass == 0 ? tg_store_apply(s, 0, 1, ch, N, &err)
+                           : tg_store_replace_all(s, 2, ch, N, &err);
+        if (rc) fail_msg("pass %d: %s", pass, err.message);
+        tg_store_reader_t r;
+        assert_int_equal(tg_store_reader_init(s, &r), 0);
+        for (int round = 0; round < 2; round++) { /* read, then from the cache */
+            tg_identity_store_t ids;
+            tg_identity_store_init(&ids, &r);
+            ids.cache = cache;
+            for (size_t i = 0; i <= N - NCONS; i++) {
+                char what[64];
+                snprintf(what, sizeof what, "pass %d round %d key %zu", pass, round, i);
+                assert_key_answer(&r, &ids, digests[i], what);
+            }
+            tg_identity_store_end(&ids);
+        }
+        tg_store_reader_free(&r);
+    }
+    tg_identity_cache_free(cache);
+    for (size_t i = 0; i < N; i++)
+        json_decref(e[i]);
+    tg_store_close(s);
+}
+
+/* Reading a record in place gives what decoding it gives. */
+static void test_record_read(void **state)
+{
+    (void)state;
+    json_t *cons = parse("{\"id\":\"" CONS_ID "\",\"username\":\"\",\"custom_id\":\"c\\u00e9\","
+                         "\"created_at\":-5,\"updated_at\":null,\"tags\":[\"a\",\"bb\"]}");
+    json_t *cred = parse("{\"id\":\"" CRED_ID "\",\"consumer\":{\"id\":\"" CONS_ID "\"},"
+                         "\"key_digest\":\"" DIGEST "\",\"expires_at\":1900000000}");
+    uint8_t rec[TG_RECORD_MAX];
+    tg_record_value_t v[TG_RECORD_FIELDS_MAX];
+    size_t n = tg_record_encode(TG_RECORD_CONSUMER, cons, rec, sizeof rec);
+    assert_true(n > 0);
+    assert_true(tg_record_read(TG_RECORD_CONSUMER, (tg_str_t){(const char *)rec, n}, v));
+    assert_int_equal(v[TG_RECORD_CONSUMER_USERNAME].state, TG_RECORD_VALUE);
+    assert_int_equal(v[TG_RECORD_CONSUMER_USERNAME].s.len, 0);
+    assert_true(tg_str_eq(v[TG_RECORD_CONSUMER_CUSTOM_ID].s, TG_STR("c\xc3\xa9")));
+    assert_int_equal(v[TG_RECORD_CONSUMER_CREATED_AT].i, -5);
+    assert_int_equal(v[TG_RECORD_CONSUMER_UPDATED_AT].state, TG_RECORD_NULL);
+    assert_int_equal(v[TG_RECORD_CONSUMER_TAGS].state, TG_RECORD_VALUE);
+    for (size_t cut = 0; cut < n; cut++) /* every truncation is refused, as decode refuses */
+        assert_false(tg_record_read(TG_RECORD_CONSUMER, (tg_str_t){(const char *)rec, cut}, v));
+    n = tg_record_encode(TG_RECORD_CREDENTIAL, cred, rec, sizeof rec);
+    assert_true(n > 0);
+    assert_true(tg_record_read(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)rec, n}, v));
+    char id[37];
+    tg_record_uuid_unpack((const uint8_t *)v[TG_RECORD_CREDENTIAL_ID].s.p, id);
+    assert_string_equal(id, CRED_ID);
+    tg_record_uuid_unpack((const uint8_t *)v[TG_RECORD_CREDENTIAL_CONSUMER].s.p, id);
+    assert_string_equal(id, CONS_ID);
+    assert_int_equal(v[TG_RECORD_CREDENTIAL_EXPIRES_AT].i, 1900000000);
+    assert_int_equal(v[TG_RECORD_CREDENTIAL_CREATED_AT].state, TG_RECORD_ABSENT);
+    assert_int_equal(v[TG_RECORD_CREDENTIAL_TAGS].state, TG_RECORD_ABSENT);
+    json_decref(cons);
+    json_decref(cred);
+}
+
 static off_t used_bytes(const char *dir)
 {
     char path[160];
@@ -580,6 +773,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_mixed_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_source, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_lookup_forms, setup, teardown),
+        cmocka_unit_test(test_record_read),
         cmocka_unit_test_setup_teardown(test_bytes_per_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,7 +19,6 @@
 #include "log.h"
 #include "plugin.h"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,50 +307,6 @@ static bool hex_to_bytes(tg_str_t hex, uint8_t *out, size_t n)
     return true;
 }
 
-static EVP_MD *sha256_md;
-static pthread_key_t sha256_ctx_key;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void free_ctx(void *ctx)
-{
-    EVP_MD_CTX_free(ctx);
-}
-
-static void fetch_sha256(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (pthread_key_create(&sha256_ctx_key, free_ctx) != 0) {
-        EVP_MD_free(sha256_md);
-        sha256_md = NULL;
-    }
-}
-
-/* One digest context per thread, reused: freed when the thread exits. */
-static EVP_MD_CTX *thread_ctx(void)
-{
-    EVP_MD_CTX *ctx = pthread_getspecific(sha256_ctx_key);
-    if (!ctx && (ctx = EVP_MD_CTX_new()) && pthread_setspecific(sha256_ctx_key, ctx) != 0) {
-        EVP_MD_CTX_free(ctx);
-        ctx = NULL;
-    }
-    return ctx;
-}
-
-/* SHA-256 of the key, as tg_sha256 computes it, but with the algorithm fetched once and a
- * context kept per thread: handed EVP_sha256(), OpenSSL 3 looks the implementation up and
- * allocates a context on every call. */
-static void sha256_key(tg_str_t key, uint8_t out[TG_SHA256_LEN])
-{
-    unsigned int n = 0;
-    pthread_once(&sha256_once, fetch_sha256);
-    EVP_MD_CTX *ctx = sha256_md ? thread_ctx() : NULL;
-    if (ctx && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
-        EVP_DigestUpdate(ctx, key.p, key.len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1 &&
-        n == TG_SHA256_LEN)
-        return;
-    tg_sha256(key.p, key.len, out);
-}
-
 /* ------------------------------------------------------------------ per-thread memos */
 
 /*
@@ -374,9 +329,9 @@ static void sha256_key(tg_str_t key, uint8_t out[TG_SHA256_LEN])
  * Bounded: DIGEST_SLOTS and CRED_SLOTS entries per thread, replaced on collision; JSON an
  * entry holds lives until the entry is replaced or the thread ends.
  *
- * A source offering key_by_digest (the proxy's) hands out the credential and its consumer
- * already described, and caches that description itself; those answers skip the credential
- * memo (key_info below).
+ * A source offering key_by_digest (the proxy's) hands out what key-auth reads of the
+ * credential and its consumer as strings, with no JSON, and caches them itself; those answers
+ * skip the credential memo (key_info below) and go on the request as strings.
  */
 #define DIGEST_SLOTS 64
 #define DIGEST_KEY_MAX 64
@@ -396,7 +351,7 @@ struct consumer_info {
 };
 
 struct cred_slot {
-    json_t *cred, *consumer; /* references when `held`; cred NULL: empty */
+    json_t *cred, *consumer; /* references when `held`; cred NULL: empty (or `keyed`) */
     bool held;               /* a memo entry (else a one-request scratch copy) */
     bool digest_ok;          /* key_digest was 64 hex digits, decoded into digest */
     uint8_t digest[TG_SHA256_LEN];
@@ -406,8 +361,9 @@ struct cred_slot {
     bool id_ok;
     bool has_consumer_info; /* info describes `consumer` (which may be NULL: not found) */
     struct consumer_info info;
-    /* a copy of a key_by_digest answer (never a memo entry): `consumer` and consumer_rc are
-     * the consumer's lookup, made by the source along with the credential's */
+    /* a copy of a key_by_digest answer (never a memo entry): no JSON (cred and consumer
+     * NULL), consumer_rc is the consumer's lookup, made by the source along with the
+     * credential's, and the strings live until the request ends */
     bool keyed;
     int consumer_rc;
 };
@@ -472,7 +428,7 @@ static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
 {
     struct memo *m = key.len <= DIGEST_KEY_MAX ? memo() : NULL;
     if (!m) {
-        sha256_key(key, out);
+        tg_sha256(key.p, key.len, out);
         return;
     }
     struct digest_slot *d = &m->digests[key_slot(key)];
@@ -480,7 +436,7 @@ static void key_digest(tg_str_t key, uint8_t out[TG_SHA256_LEN])
         memcpy(out, d->digest, TG_SHA256_LEN);
         return;
     }
-    sha256_key(key, out);
+    tg_sha256(key.p, key.len, out);
     d->len = (uint8_t)key.len;
     memcpy(d->key, key.p, key.len);
     memcpy(d->digest, out, TG_SHA256_LEN);
@@ -530,15 +486,12 @@ static struct cred_slot *cred_info(json_t *cred, struct cred_slot *scratch)
 
 /*
  * A key_by_digest answer as the entry find_credential hands on: everything is in the answer
- * already (the source describes each entity once and caches the description with it), so
- * this is a copy into the caller's scratch entry, and the memo is not involved: it would
- * only hold references to entities the source's cache holds anyway.
+ * already (the source reads the stored entities once and caches the strings), so this is a
+ * copy into the caller's scratch entry, and the memo is not involved.
  */
 static struct cred_slot *key_info(const tg_identity_key_t *k, struct cred_slot *e)
 {
     *e = (struct cred_slot){
-        .cred = k->credential,
-        .consumer = k->consumer,
         .keyed = true,
         .consumer_rc = k->consumer_rc,
         .digest_ok = k->digest_ok,
@@ -548,7 +501,7 @@ static struct cred_slot *key_info(const tg_identity_key_t *k, struct cred_slot *
         .id_ok = k->id_ok,
         .consumer_id = k->consumer_ref,
         .has_consumer_info = true,
-        .info = {k->consumer, k->consumer_id, k->custom_id, k->username, k->consumer_id_ok,
+        .info = {NULL, k->consumer_id, k->custom_id, k->username, k->consumer_id_ok,
                  k->custom_id_ok, k->username_ok},
     };
     memcpy(e->digest, k->digest, sizeof(e->digest));
@@ -573,6 +526,12 @@ static const struct consumer_info *consumer_info(struct cred_slot *e, json_t *co
 
 /* ------------------------------------------------------------------ credentials */
 
+/* A credential's id for log lines. */
+static const char *cred_name(const struct cred_slot *e)
+{
+    return e->keyed ? (e->id.p ? e->id.p : "?") : id_of(e->cred);
+}
+
 /*
  * A credential found by digest counts only if its stored digest is the one computed
  * (compared in constant time: the index is a lookup structure, this is the check) and it
@@ -582,20 +541,20 @@ static bool credential_usable(const tg_req_t *r, const struct cred_slot *e,
                               const uint8_t digest[TG_SHA256_LEN])
 {
     if (!e->digest_ok) {
-        TG_LOGE(MOD, "credential %s has no valid key_digest", id_of(e->cred));
+        TG_LOGE(MOD, "credential %s has no valid key_digest", cred_name(e));
         return false;
     }
     if (!tg_ct_equal(e->digest, digest, TG_SHA256_LEN)) return false;
     return !e->expires || e->expires_ms > (double)tg_req_start_ms(r);
 }
 
-/* 0 with *cred (and its memo entry), -TG_ENOTFOUND, -TG_EAGAIN when a realm lookup parked the
- * request, or, when no source had the key, the first lookup error. Sources are tried in order
- * and an unreachable realm is skipped, so a later source may still know the key; when none
- * does, the key is unknown (401) if any source could answer, and -TG_EDBDOWN (503) only when
- * every source was an unreachable realm: nobody could tell (issue 5). */
-static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t **cred,
-                           struct cred_slot **info, struct cred_slot *scratch)
+/* 0 with *info (its JSON in ->cred, NULL for a key_by_digest answer), -TG_ENOTFOUND, -TG_EAGAIN
+ * when a realm lookup parked the request, or, when no source had the key, the first lookup error.
+ * Sources are tried in order and an unreachable realm is skipped, so a later source may still know
+ * the key; when none does, the key is unknown (401) if any source could answer, and -TG_EDBDOWN
+ * (503) only when every source was an unreachable realm: nobody could tell (issue 5). */
+static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, struct cred_slot **info,
+                           struct cred_slot *scratch)
 {
     const tg_identity_source_t *ids = r->identity;
     uint8_t digest[TG_SHA256_LEN];
@@ -625,7 +584,6 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
         if (rc == 0) {
             if (!e) e = cred_info(found, scratch);
             if (credential_usable(r, e, digest)) {
-                *cred = e->cred;
                 *info = e;
                 return 0;
             }
@@ -635,22 +593,34 @@ static int find_credential(tg_req_t *r, const ka_conf_t *c, tg_str_t key, json_t
     return first_err ? first_err : unavailable && !answered ? -TG_EDBDOWN : -TG_ENOTFOUND;
 }
 
-/* One X-Consumer-* header: set to the value (borrowed: the request holds the JSON), or
- * removed when there is none, so a client cannot pass a forged one through. */
+/* One X-Consumer-* header: set to the value (borrowed: the request holds the JSON or the
+ * source's strings), or removed when there is none, so a client cannot pass a forged one
+ * through. */
 #define SET_OR_CLEAR(r, lit, v, ok)                                                               \
     tg_req_set_upstream_header_ref((r), "" lit, sizeof(lit) - 1, (v).p ? (v) : TG_STR_NULL, (ok))
 
-/* Records the identity and sets the X-Consumer-* headers upstream. */
-static void set_consumer(tg_req_t *r, const struct consumer_info *ci, const json_t *credential,
-                         tg_str_t cred_id, bool cred_id_ok)
+/* Sets the X-Consumer-* headers upstream; anonymous: no credential, X-Anonymous-Consumer. */
+static void consumer_headers(tg_req_t *r, const struct consumer_info *ci, tg_str_t cred_id,
+                             bool cred_id_ok, bool anonymous)
 {
-    tg_req_set_identity(r, ci->consumer, ci->id, credential, cred_id);
     SET_OR_CLEAR(r, "X-Consumer-ID", ci->id, ci->id_ok);
     SET_OR_CLEAR(r, "X-Consumer-Custom-ID", ci->custom_id, ci->custom_id_ok);
     SET_OR_CLEAR(r, "X-Consumer-Username", ci->username, ci->username_ok);
     SET_OR_CLEAR(r, "X-Credential-Identifier", cred_id, cred_id_ok);
     tg_req_set_upstream_header_ref(r, "X-Anonymous-Consumer", sizeof("X-Anonymous-Consumer") - 1,
-                                   credential ? TG_STR_NULL : TG_STR("true"), true);
+                                   anonymous ? TG_STR("true") : TG_STR_NULL, true);
+}
+
+/* Records an authenticated identity: as strings for a key_by_digest answer (no JSON), else
+ * the JSON the source or realm handed out. */
+static void set_authenticated(tg_req_t *r, const struct cred_slot *e,
+                              const struct consumer_info *ci)
+{
+    if (e->keyed)
+        tg_req_set_identity_ref(r, ci->id, ci->username, e->id);
+    else
+        tg_req_set_identity(r, ci->consumer, ci->id, e->cred, e->id);
+    consumer_headers(r, ci, e->id, e->id_ok, false);
 }
 
 /* The credential's consumer; Kong goes on without one when it is missing. */
@@ -660,7 +630,6 @@ static enum outcome load_owner(struct attempt *a, const struct cred_slot *e, jso
     json_t *found = NULL;
     int rc;
     if (e->keyed) { /* the source looked the consumer up with the credential */
-        found = e->consumer;
         rc = e->consumer_rc;
     } else {
         /* a realm's answer carries its consumer: realm consumers are not in the DP's store */
@@ -673,10 +642,10 @@ static enum outcome load_owner(struct attempt *a, const struct cred_slot *e, jso
         rc = id.p ? ids->consumer_by_id(ids->ud, id, &found) : -TG_ENOTFOUND;
     }
     if (rc == -TG_ENOTFOUND) {
-        TG_LOGW(MOD, "consumer of credential %s not found", id_of(e->cred));
+        TG_LOGW(MOD, "consumer of credential %s not found", cred_name(e));
         found = NULL;
     } else if (rc < 0) {
-        TG_LOGE(MOD, "loading the consumer of credential %s: %s", id_of(e->cred), tg_strerror(rc));
+        TG_LOGE(MOD, "loading the consumer of credential %s: %s", cred_name(e), tg_strerror(rc));
         a->status = 500; /* Kong answers it, but through the anonymous fallback */
         a->message = ERR_UNEXPECTED;
         return AUTH_FAIL;
@@ -692,9 +661,9 @@ static enum outcome authenticate(struct attempt *a)
     const char *name;
     enum outcome o = find_key(a, &key, &name);
     if (o != AUTH_OK) return o;
-    json_t *cred = NULL, *consumer = NULL;
+    json_t *consumer = NULL;
     struct cred_slot scratch, *e = NULL;
-    int rc = name && key.len ? find_credential(a->r, a->c, key, &cred, &e, &scratch) : 0;
+    int rc = name && key.len ? find_credential(a->r, a->c, key, &e, &scratch) : 0;
     /* Parked on a realm: nothing may change yet, the phase runs again from the start. */
     if (rc == -TG_EAGAIN) return AUTH_WAIT;
     /* Kong hides the key before looking it up; hiding after it is the same to everyone (the
@@ -714,7 +683,7 @@ static enum outcome authenticate(struct attempt *a)
     o = load_owner(a, e, &consumer);
     if (o != AUTH_OK) return o;
     struct consumer_info ci;
-    set_consumer(a->r, consumer_info(e, consumer, &ci), cred, e->id, e->id_ok);
+    set_authenticated(a->r, e, consumer_info(e, consumer, &ci));
     return AUTH_OK;
 }
 
@@ -742,7 +711,8 @@ static tg_flow_t use_anonymous(tg_req_t *r, const ka_conf_t *c)
     }
     struct consumer_info ci;
     describe_consumer(consumer, &ci);
-    set_consumer(r, &ci, NULL, TG_STR_NULL, false);
+    tg_req_set_identity(r, ci.consumer, ci.id, NULL, TG_STR_NULL);
+    consumer_headers(r, &ci, TG_STR_NULL, false, true);
     return TG_FLOW_CONTINUE;
 }
 
@@ -758,7 +728,7 @@ static tg_flow_t ka_access(tg_req_t *r, void *compiled)
     const ka_conf_t *c = compiled;
     if (!c->run_on_preflight && tg_str_eq_lit(tg_req_method(r), "OPTIONS")) return TG_FLOW_CONTINUE;
     /* logical OR between auth plugins: an earlier one already authenticated the request */
-    if (c->anonymous && tg_req_credential(r)) return TG_FLOW_CONTINUE;
+    if (c->anonymous && tg_req_authenticated(r)) return TG_FLOW_CONTINUE;
     if (!r->identity) {
         TG_LOGE(MOD, "no identity source on the request");
         return answer(r, c, 500, ERR_UNEXPECTED);
