@@ -27,6 +27,9 @@ from harness.dp import cluster_status, enroll_dp
 from harness.procs import wait_for
 from harness.upstream import EchoUpstream
 
+# the DAO's hashing, the change-log arithmetic and the streamed snapshots under ASan too
+pytestmark = pytest.mark.asan
+
 CP_ENV = {"TOLLGATE_CLUSTER_HEARTBEAT_MS": "500"}
 
 
