@@ -27,9 +27,6 @@ from harness.dp import cluster_status, enroll_dp
 from harness.procs import wait_for
 from harness.upstream import EchoUpstream
 
-# the DAO's hashing, the change-log arithmetic and the streamed snapshots under ASan too
-pytestmark = pytest.mark.asan
-
 CP_ENV = {"TOLLGATE_CLUSTER_HEARTBEAT_MS": "500"}
 
 
@@ -114,6 +111,7 @@ def versions_digests(cluster):
                         " ORDER BY version")
 
 
+@pytest.mark.asan  # the DAO's hashing and the change-log arithmetic under ASan too
 def test_every_kind_of_write_keeps_the_digest_every_data_plane_computes(cluster):
     cp, up = cluster["cp"], cluster["up"]
     resyncs = status(cp)["pushes"]["resyncs"]
@@ -181,6 +179,7 @@ def test_every_kind_of_write_keeps_the_digest_every_data_plane_computes(cluster)
     assert "differs from the one recomputed" not in cp.log_text()
 
 
+@pytest.mark.asan  # the DAO's hashing and the change-log arithmetic under ASan too
 def test_a_row_changed_behind_the_change_log_is_found_and_the_data_planes_follow(cluster):
     cp = cluster["cp"]
     version, before = converged(cluster)
@@ -215,6 +214,7 @@ def test_a_row_changed_behind_the_change_log_is_found_and_the_data_planes_follow
         [d + 1 for d in deltas]
 
 
+@pytest.mark.asan  # the DAO's hashing and the change-log arithmetic under ASan too
 def test_unknown_digests_are_computed_at_start(cluster):
     cp = cluster["cp"]
     version, digest = converged(cluster)
@@ -229,3 +229,54 @@ def test_unknown_digests_are_computed_at_start(cluster):
     write(cp, "POST", "/consumers", username="after-restart")
     version2, digest2 = converged(cluster)
     assert version2 == version + 1 and digest2 != digest
+
+
+def test_a_snapshot_that_fails_while_streamed_is_dropped_and_sent_again(cluster):
+    """A snapshot is streamed as it is read; its build failing part way (here: its PostgreSQL
+    backend terminated) must close the sessions that got part of it, and the data plane must
+    end with a whole snapshot, not a half one."""
+    cp = cluster["cp"]
+    # enough rows that the build takes a while: inserted behind the change log, then the
+    # digest made unknown so the control plane recomputes it (as after a bulk load)
+    sql(cluster, """
+        WITH cp AS (SELECT id FROM control_planes WHERE name = 'default'),
+        c AS (INSERT INTO consumers (cp_id, id, username, created_at, doc)
+              SELECT cp.id, u.id, 'bulk-' || u.g, 1, jsonb_build_object('id', u.id, 'username',
+                     'bulk-' || u.g, 'custom_id', null, 'tags', null, 'created_at', 1)
+              FROM cp, (SELECT g, gen_random_uuid() AS id FROM generate_series(1, 80000) g) u
+              RETURNING cp_id, id)
+        INSERT INTO keyauth_credentials (cp_id, id, consumer_id, key_digest, key_enc,
+                                         created_at, doc)
+        SELECT k.cp_id, k.kid, k.id, sha256(convert_to(k.kid::text, 'UTF8')), '\\x00', 1,
+               jsonb_build_object('id', k.kid, 'consumer', jsonb_build_object('id', k.id),
+                                  'tags', null, 'created_at', 1)
+        FROM (SELECT cp_id, id, gen_random_uuid() AS kid FROM c) k""")
+    sql(cluster, "UPDATE control_planes SET config_digest = NULL")
+    write(cp, "POST", "/consumers", username="after-bulk")
+    wait_for(lambda: kept(cp)[1], 120, interval=0.2, what="the digest recomputed")
+    version = kept(cp)[0]
+    # restart so that no built snapshot is cached, then a new data plane needs one
+    cp.stop()
+    cp.start()
+    dp = add_dp(cluster)
+
+    def building():
+        rows = sql(cluster, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND query LIKE 'SELECT id::text, doc::text%%ORDER BY%%'"
+                            " AND state <> 'idle'")
+        return rows[0][0] if rows else None
+    pid = wait_for(building, 60, interval=0.005, what="the snapshot build to start")
+    sql(cluster, "SELECT pg_terminate_backend(%s)", pid)
+    wait_for(lambda: "cannot build a snapshot" in cp.log_text(), 30,
+             what="the control plane to notice the failed build")
+    # the data plane that had part of it gets a whole one after reconnecting
+    wait_for(lambda: dp_state(dp)[0] == version, 180, interval=0.2,
+             what="the new data plane to apply a whole snapshot")
+    converged(cluster, timeout=120)
+    assert "could not be completed" in dp.log_text()
+    # leave the module's config small again
+    sql(cluster, "DELETE FROM keyauth_credentials WHERE created_at = 1")
+    sql(cluster, "DELETE FROM consumers WHERE username LIKE 'bulk-%%'")
+    sql(cluster, "UPDATE control_planes SET config_digest = NULL")
+    write(cp, "POST", "/consumers", username="after-cleanup")
+    wait_for(lambda: kept(cp)[1], 60, interval=0.2, what="the digest recomputed")
