@@ -509,6 +509,10 @@ static void validate(tg_declarative_ctx_t *cx, tg_declarative_item_t *it)
     }
     json_object_set_new(e, "id", json_string(it->id));
     it->entity = e;
+    /* nothing reads the input of a valid item again (later items refer to it by id): at a
+     * million keys these shallow copies are a good part of a load's peak memory */
+    json_decref(it->input);
+    it->input = NULL;
 }
 
 void tg_declarative_entities_process(tg_declarative_ctx_t *cx)
