@@ -215,6 +215,30 @@ def test_a_row_changed_behind_the_change_log_is_found_and_the_data_planes_follow
 
 
 @pytest.mark.asan  # the DAO's hashing and the change-log arithmetic under ASan too
+def test_a_wrong_kept_digest_is_caught_by_the_next_delta_and_repaired(cluster):
+    """The kept digest itself corrupted (by hand, here): the next delta carries the wrong
+    value, every data plane that applies it finds its own digest differs and NACKs, and the
+    control plane resyncs them, finds the kept digest wrong when it verifies, and repairs it."""
+    cp = cluster["cp"]
+    converged(cluster)
+    nacks = sum(cluster_status(dp)["nacks_sent"] for dp in cluster["dps"])
+    sql(cluster, "UPDATE control_planes SET config_digest = 12345")
+    write(cp, "POST", "/consumers", username=f"wrong-{uuid.uuid4().hex[:6]}")
+    version, digest = converged(cluster, timeout=60)
+    assert digest != "0" * 64
+    assert sum(cluster_status(dp)["nacks_sent"] for dp in cluster["dps"]) > nacks, \
+        "the data planes said the delta's digest was not theirs"
+    rows = sql(cluster, "SELECT config_digest IS NOT NULL FROM control_planes"
+                        " WHERE name = 'default'")
+    assert rows == [(True,)]
+    # repaired: the next write is a plain delta again, no NACK
+    nacks = sum(cluster_status(dp)["nacks_sent"] for dp in cluster["dps"])
+    write(cp, "POST", "/consumers", username=f"right-{uuid.uuid4().hex[:6]}")
+    assert converged(cluster)[0] == version + 1
+    assert sum(cluster_status(dp)["nacks_sent"] for dp in cluster["dps"]) == nacks
+
+
+@pytest.mark.asan  # the DAO's hashing and the change-log arithmetic under ASan too
 def test_unknown_digests_are_computed_at_start(cluster):
     cp = cluster["cp"]
     version, digest = converged(cluster)
