@@ -407,11 +407,9 @@ static json_t *control_planes_json(tg_admin_req_t *r, const json_t *seen, int *r
         size_t k;
         json_t *c;
         /* the digest the writes kept at config_version (rule 5); null while not known */
-        tg_config_digest_t d;
         char hex[TG_CONFIG_DIGEST_HEX_LEN + 1];
-        bool known = !PQgetisnull(res, i, 4) &&
-                     tg_config_digest_from_decimal(PQgetvalue(res, i, 4), &d) == 0;
-        if (known) tg_config_digest_hex(&d, hex);
+        bool known = tg_config_digest_decimal_hex(
+            PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4), hex);
         json_object_set_new(o, "config_digest", known ? json_string(hex) : json_null());
         json_object_set_new(o, "latest_seen_here", json_null());
         json_array_foreach(seen, k, c)

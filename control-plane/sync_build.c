@@ -42,15 +42,6 @@ static void end_read(tg_db_t *db)
     tg_db_run(db, &e, "COMMIT", 0, NULL);
 }
 
-/* numeric (decimal) digest column → hex; "" for NULL or anything unreadable. */
-static void digest_hex_of(const PGresult *res, int row, int col, char out[65])
-{
-    tg_config_digest_t d;
-    out[0] = '\0';
-    if (!PQgetisnull(res, row, col) && tg_config_digest_from_decimal(PQgetvalue(res, row, col), &d) == 0)
-        tg_config_digest_hex(&d, out);
-}
-
 int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64_t *oldest,
                           char digest[65], char *err, size_t errlen)
 {
@@ -72,7 +63,8 @@ int tg_sync_read_versions(tg_db_t *db, const char *cp_id, int64_t *latest, int64
     }
     *latest = atoll(PQgetvalue(res, 0, 0));
     *oldest = PQgetisnull(res, 0, 1) ? *latest + 1 : atoll(PQgetvalue(res, 0, 1));
-    if (digest) digest_hex_of(res, 0, 2, digest);
+    if (digest) tg_config_digest_decimal_hex(PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2),
+                                             digest);
     PQclear(res);
     return 0;
 }

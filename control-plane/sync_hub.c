@@ -1269,12 +1269,11 @@ static void on_notify(tg_sync_hub_t *h, const PGnotify *n)
         /* "cp_id:version:digest" (migration 005; digest decimal, empty when not known) */
         const char *colon = strchr(n->extra, ':');
         if (!colon || colon - n->extra != 36) return;
-        char cp_id[37], hex[65] = "";
+        char cp_id[37], hex[65];
         memcpy(cp_id, n->extra, 36);
         cp_id[36] = '\0';
         const char *dec = strchr(colon + 1, ':');
-        tg_config_digest_t d;
-        if (dec && tg_config_digest_from_decimal(dec + 1, &d) == 0) tg_config_digest_hex(&d, hex);
+        tg_config_digest_decimal_hex(dec ? dec + 1 : NULL, hex);
         cp_learn(h, cp_get(h, cp_id), atoll(colon + 1), hex);
         schedule_cp(h, cp_id);
     } else if (strcmp(n->relname, "tollgate_cluster") == 0 &&

@@ -141,3 +141,12 @@ int tg_config_digest_from_decimal(const char *dec, tg_config_digest_t *d)
     }
     return 0;
 }
+
+bool tg_config_digest_decimal_hex(const char *dec, char out[TG_CONFIG_DIGEST_HEX_LEN + 1])
+{
+    tg_config_digest_t d;
+    out[0] = '\0';
+    if (!dec || tg_config_digest_from_decimal(dec, &d) != 0) return false;
+    tg_config_digest_hex(&d, out);
+    return true;
+}

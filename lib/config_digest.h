@@ -21,6 +21,7 @@
 #include "str.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define TG_CONFIG_DIGEST_LEN 32
@@ -59,5 +60,8 @@ int tg_config_digest_from_hex(const char *hex, tg_config_digest_t *d);
  * 1-78 digits below 2^256. */
 void tg_config_digest_decimal(const tg_config_digest_t *d, char out[TG_CONFIG_DIGEST_DEC_LEN + 1]);
 int tg_config_digest_from_decimal(const char *dec, tg_config_digest_t *d);
+/* The decimal form straight to hex: true, or false with out "" when dec is NULL (SQL NULL:
+ * not known) or not a digest. */
+bool tg_config_digest_decimal_hex(const char *dec, char out[TG_CONFIG_DIGEST_HEX_LEN + 1]);
 
 #endif

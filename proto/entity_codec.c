@@ -123,13 +123,12 @@ static int hex_value(char c)
 }
 
 /* Hex digits (either case) to bytes; a snapshot decodes a million key digests, so no sscanf. */
-static bool from_hex(const char *hex, ProtobufCBinaryData *out)
+static bool hex_n(const char *s, size_t n, ProtobufCBinaryData *out)
 {
-    size_t n = strlen(hex);
     if (n % 2) return false;
     uint8_t *b = tg_malloc(n / 2 + 1);
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             free(b);
             return false;
@@ -139,6 +138,11 @@ static bool from_hex(const char *hex, ProtobufCBinaryData *out)
     out->data = b;
     out->len = n / 2;
     return true;
+}
+
+static bool from_hex(const char *hex, ProtobufCBinaryData *out)
+{
+    return hex_n(hex, strlen(hex), out);
 }
 
 static json_t *to_hex(const ProtobufCBinaryData *b)
@@ -371,23 +375,6 @@ static char *dup_n(const char *s, size_t n)
     memcpy(d, s, n);
     d[n] = '\0';
     return d;
-}
-
-static bool hex_n(const char *s, size_t n, ProtobufCBinaryData *out)
-{
-    if (n % 2) return false;
-    uint8_t *b = tg_malloc(n / 2 + 1);
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            free(b);
-            return false;
-        }
-        b[i] = (uint8_t)(hi << 4 | lo);
-    }
-    out->data = b;
-    out->len = n / 2;
-    return true;
 }
 
 /* One value into field fd (schema field f, NULL for extras), as put_field would. */

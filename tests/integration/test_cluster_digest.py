@@ -23,18 +23,11 @@ import uuid
 
 import pytest
 
+from dp_helpers import upstream  # noqa: F401 (fixture)
 from harness.dp import cluster_status, enroll_dp
 from harness.procs import wait_for
-from harness.upstream import EchoUpstream
 
 CP_ENV = {"TOLLGATE_CLUSTER_HEARTBEAT_MS": "500"}
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    up = EchoUpstream().start()
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")

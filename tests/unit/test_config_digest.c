@@ -64,6 +64,13 @@ static void decimal_known_values(void **state)
     tg_config_digest_t back;
     assert_int_equal(tg_config_digest_from_decimal(dec, &back), 0);
     assert_memory_equal(back.sum, d.sum, 32);
+    char hex[TG_CONFIG_DIGEST_HEX_LEN + 1];
+    assert_true(tg_config_digest_decimal_hex("511", hex));
+    assert_string_equal(hex, "00000000000000000000000000000000000000000000000000000000000001ff");
+    assert_false(tg_config_digest_decimal_hex(NULL, hex));
+    assert_string_equal(hex, "");
+    assert_false(tg_config_digest_decimal_hex("x", hex));
+    assert_string_equal(hex, "");
 }
 
 static void decimal_round_trip(void **state)
