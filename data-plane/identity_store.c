@@ -318,6 +318,26 @@ static int credential_json(tg_identity_store_t *s, const tg_store_raw_t *raw, tg
     return 0;
 }
 
+/* A consumer's username and custom_id from its record (views valid during the read). */
+static int consumer_record(tg_identity_store_t *s, tg_str_t rec, tg_identity_key_t *k)
+{
+    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+    if (!tg_record_read(TG_RECORD_CONSUMER, rec, f)) return unreadable("consumer");
+    const tg_record_value_t *name = &f[TG_RECORD_CONSUMER_USERNAME],
+                            *custom = &f[TG_RECORD_CONSUMER_CUSTOM_ID];
+    if (name->state == TG_RECORD_VALUE) k->username = keep(s, name->s.p, name->s.len);
+    if (custom->state == TG_RECORD_VALUE) k->custom_id = keep(s, custom->s.p, custom->s.len);
+    return 0;
+}
+
+static void consumer_flags(tg_identity_key_t *k, bool ref_is_uuid)
+{
+    k->consumer_id = k->consumer_ref;
+    k->consumer_id_ok = ref_is_uuid || sendable(k->consumer_id); /* hex and dashes */
+    k->username_ok = sendable(k->username);
+    k->custom_id_ok = sendable(k->custom_id);
+}
+
 /*
  * The credential's consumer, found by the id key it names: its id is that ref (id keys and ids
  * correspond one to one), the rest comes from the record, or from the JSON of a consumer
@@ -329,14 +349,9 @@ static int read_consumer(tg_identity_store_t *s, tg_str_t owner_key, bool ref_is
     tg_store_raw_t raw;
     int rc = tg_store_consumer_raw(s->reader, owner_key, &raw);
     if (rc < 0) return rc;
-    k->consumer_id = k->consumer_ref;
     if (tg_record_is_compact(raw.value)) {
-        tg_record_value_t f[TG_RECORD_FIELDS_MAX];
-        if (!tg_record_read(TG_RECORD_CONSUMER, raw.value, f)) return unreadable("consumer");
-        const tg_record_value_t *name = &f[TG_RECORD_CONSUMER_USERNAME],
-                                *custom = &f[TG_RECORD_CONSUMER_CUSTOM_ID];
-        if (name->state == TG_RECORD_VALUE) k->username = keep(s, name->s.p, name->s.len);
-        if (custom->state == TG_RECORD_VALUE) k->custom_id = keep(s, custom->s.p, custom->s.len);
+        rc = consumer_record(s, raw.value, k);
+        if (rc < 0) return rc;
     } else {
         json_t *consumer = json_loadb(raw.value.p, raw.value.len, 0, NULL);
         if (!json_is_object(consumer)) {
@@ -347,13 +362,33 @@ static int read_consumer(tg_identity_store_t *s, tg_str_t owner_key, bool ref_is
         k->custom_id = keep_json(s, json_object_get(consumer, "custom_id"));
         json_decref(consumer);
     }
-    k->consumer_id_ok = ref_is_uuid || sendable(k->consumer_id); /* hex and dashes */
-    k->username_ok = sendable(k->username);
-    k->custom_id_ok = sendable(k->custom_id);
+    consumer_flags(k, ref_is_uuid);
     return 0;
 }
 
-/* The two searches and the copies, inside one read. */
+/*
+ * The consumer from the copy an owned credential record carries, when the store says it is
+ * still that consumer's record; *used false otherwise (read_consumer then searches for it).
+ */
+static int owner_copy(tg_identity_store_t *s, tg_str_t value, tg_str_t owner_key,
+                      tg_identity_key_t *k, bool *used)
+{
+    tg_str_t rec, owner;
+    bool current = false;
+    *used = false;
+    if (!tg_record_split(value, &rec, &owner)) return unreadable("keyauth_credential");
+    if (!owner.len) return 0;
+    int rc = tg_store_owner_current(s->reader, owner_key, &current);
+    if (rc < 0 || !current) return rc;
+    rc = consumer_record(s, owner, k);
+    if (rc < 0) return rc;
+    consumer_flags(k, true);
+    k->consumer_rc = 0;
+    *used = true;
+    return 0;
+}
+
+/* One search for an owned record whose copy is current, two otherwise; the copies. */
 static int read_key(tg_identity_store_t *s, const uint8_t d[32], tg_identity_key_t *k)
 {
     tg_store_raw_t raw;
@@ -361,11 +396,15 @@ static int read_key(tg_identity_store_t *s, const uint8_t d[32], tg_identity_key
     if (rc < 0) return rc;
     uint8_t key_buf[TG_RECORD_ID_KEY_MAX];
     tg_str_t owner_key = TG_STR_NULL;
-    bool record = tg_record_is_compact(raw.value);
+    bool record = tg_record_is_compact(raw.value), used = false;
     rc = record ? credential_record(s, &raw, k, &owner_key)
                 : credential_json(s, &raw, k, &owner_key, key_buf);
     if (rc < 0) return rc;
-    if (owner_key.len) k->consumer_rc = read_consumer(s, owner_key, record, k);
+    if (record && owner_key.len) {
+        rc = owner_copy(s, raw.value, owner_key, k, &used);
+        if (rc < 0) return rc;
+    }
+    if (owner_key.len && !used) k->consumer_rc = read_consumer(s, owner_key, record, k);
     return 0;
 }
 

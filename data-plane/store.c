@@ -27,8 +27,12 @@
 #include <unistd.h>
 
 #define MOD TG_STORE_MOD
-/* 2: consumers and credentials as records, credentials keyed by digest (store.h). */
-#define STORE_FORMAT 2
+/* 2: consumers and credentials as records, credentials keyed by digest (store.h).
+ * 3: credentials may carry their consumer's record, and the "changed consumers" databases
+ *    say when that copy is stale. A format-2 store is upgraded in place when opened: every
+ *    record it holds is still valid (plain records carry no copy). */
+#define STORE_FORMAT 3
+#define STORE_FORMAT_UPGRADABLE 2
 #define MAX_DBS 32
 /* Each reader holds an LMDB lock-table slot for its lifetime: one per worker plus a few. */
 #define MAX_READERS 1024
@@ -324,6 +328,12 @@ static int check_format(MDB_txn *txn, tg_store_t *s)
     int rc = meta_get(txn, s, "format", &v);
     if (rc == -TG_ENOTFOUND) return store_meta_put(txn, s, "format", want, sizeof want);
     if (rc) return rc;
+    uint8_t older[4] = {0, 0, 0, STORE_FORMAT_UPGRADABLE};
+    if (v.mv_size == sizeof older && memcmp(v.mv_data, older, sizeof older) == 0) {
+        TG_LOGI(MOD, "config store format %d upgraded to %d", STORE_FORMAT_UPGRADABLE,
+                STORE_FORMAT);
+        return store_meta_put(txn, s, "format", want, sizeof want);
+    }
     if (v.mv_size != sizeof want || memcmp(v.mv_data, want, sizeof want) != 0) {
         TG_LOGE(MOD, "config store has an unknown format; remove it to resync from the CP");
         return -TG_EUNSUPPORTED;
@@ -380,6 +390,7 @@ static int attach_set(MDB_txn *txn, tg_store_t *s, unsigned i)
     if (rc == 0) rc = dbi_open(txn, "idx:keyauth_credentials.id", i, &set->cred_ids);
     if (rc == 0) rc = dbi_open(txn, "idx:consumers.username", i, &set->usernames);
     if (rc == 0) rc = dbi_open(txn, "idx:consumers.custom_id", i, &set->custom_ids);
+    if (rc == 0) rc = dbi_open(txn, "changed:consumers", i, &set->changed_consumers);
     return rc ? store_lmdb_err(rc, "mdb_dbi_open") : 0;
 }
 
@@ -391,6 +402,7 @@ int store_clear_set(MDB_txn *txn, const tg_store_t *s, const struct dbset *set)
     if (rc == 0) rc = mdb_drop(txn, set->cred_ids, 0);
     if (rc == 0) rc = mdb_drop(txn, set->usernames, 0);
     if (rc == 0) rc = mdb_drop(txn, set->custom_ids, 0);
+    if (rc == 0) rc = mdb_drop(txn, set->changed_consumers, 0);
     return rc ? store_lmdb_err(rc, "mdb_drop") : 0;
 }
 
@@ -736,6 +748,15 @@ int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t 
     struct found f;
     int rc = find_at(r, r->store->consumers, id_key, &f);
     return raw_of(&f, rc, out);
+}
+
+int tg_store_owner_current(tg_store_reader_t *r, tg_str_t id_key, bool *current)
+{
+    if (!r || !r->active || !current) return -TG_EINVAL;
+    tg_str_t v;
+    int rc = id_key.len ? raw_get(r, set_of(r)->changed_consumers, id_key, &v) : 0;
+    *current = rc == -TG_ENOTFOUND;
+    return rc == 0 || rc == -TG_ENOTFOUND ? 0 : rc;
 }
 
 /* ------------------------------------------------------------------ walks */

@@ -213,6 +213,13 @@ typedef struct tg_store_raw {
 int tg_store_credential_raw(tg_store_reader_t *r, const uint8_t digest[32], tg_store_raw_t *out);
 /* By id key (store_record.h tg_record_id_key; a credential record's consumer ref is one). */
 int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t *out);
+/*
+ * Whether a credential value's copy of its consumer's record (an owned record,
+ * store_record.h tg_record_split) is that consumer as stored: *current is false when a delta
+ * updated or deleted the consumer after the copy may have been made. The caller then reads
+ * the consumer with tg_store_consumer_raw. 0, or -TG_EIO.
+ */
+int tg_store_owner_current(tg_store_reader_t *r, tg_str_t id_key, bool *current);
 
 /* Number of entities of a type. */
 int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n);

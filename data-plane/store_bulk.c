@@ -38,6 +38,7 @@
 /* Written per transaction: what LMDB then keeps cached (file comment). */
 #define CHUNK_BYTES ((size_t)1 << 20)
 #define PARTS 4 /* key, value, and two extra strings (index keys, a credential's digest) */
+enum { P_KEY, P_VALUE, P_X1, P_X2 };
 
 /* Entries of one type in put order, back to back: seq, PARTS lengths, then the parts. */
 struct pending {
@@ -194,12 +195,89 @@ static int unhash(tg_store_snapshot_t *snap, const struct type_db *t, tg_str_t k
     return rc;
 }
 
+/* ------------------------------------------------------------------ owners */
+
+/*
+ * The snapshot's consumers by id key (the last put of an id, as write_consumers keeps), so
+ * that each credential is written with a copy of its consumer's record (store_record.h owned
+ * records): open addressing over the pending entries, about 16 bytes per consumer for the
+ * duration of the credentials' append.
+ */
+struct owners {
+    const uint8_t **slot; /* pending entries; NULL: empty */
+    size_t mask;
+};
+
+static size_t owner_hash(tg_str_t key)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < key.len; i++)
+        h = (h ^ (uint8_t)key.p[i]) * 0x100000001b3ULL;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static const uint8_t **owner_slot(const struct owners *o, tg_str_t key)
+{
+    for (size_t i = owner_hash(key) & o->mask;; i = (i + 1) & o->mask) {
+        const uint8_t **at = &o->slot[i];
+        if (!*at) return at;
+        tg_str_t parts[PARTS];
+        uint32_t seq;
+        size_t size;
+        entry_parts(*at, parts, &seq, &size);
+        if (parts[P_KEY].len == key.len && memcmp(parts[P_KEY].p, key.p, key.len) == 0)
+            return at;
+    }
+}
+
+static void owners_build(struct owners *o, const struct pending *consumers)
+{
+    size_t cap = 16;
+    while (cap < 2 * consumers->n)
+        cap *= 2;
+    o->slot = tg_calloc(cap, sizeof *o->slot);
+    o->mask = cap - 1;
+    for (size_t off = 0; off < consumers->len;) { /* put order: a later put replaces */
+        tg_str_t parts[PARTS];
+        uint32_t seq;
+        size_t size;
+        entry_parts(consumers->buf + off, parts, &seq, &size);
+        *owner_slot(o, parts[P_KEY]) = consumers->buf + off;
+        off += size;
+    }
+}
+
+static void owners_free(struct owners *o)
+{
+    free(o->slot);
+    o->slot = NULL;
+}
+
+/* A credential's stored value with its consumer's record when both are records; else as is. */
+static tg_str_t owners_join(const struct owners *o, tg_str_t value, uint8_t *buf, size_t cap)
+{
+    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+    if (!tg_record_is_compact(value) || !tg_record_read(TG_RECORD_CREDENTIAL, value, f) ||
+        f[TG_RECORD_CREDENTIAL_CONSUMER].state != TG_RECORD_VALUE)
+        return value;
+    const uint8_t *entry = *owner_slot(o, f[TG_RECORD_CREDENTIAL_CONSUMER].s);
+    if (!entry) return value;
+    tg_str_t parts[PARTS];
+    uint32_t seq;
+    size_t size;
+    entry_parts(entry, parts, &seq, &size);
+    size_t n = tg_record_join(value, parts[P_VALUE], buf, cap);
+    return n ? (tg_str_t){(const char *)buf, n} : value;
+}
+
 /* ------------------------------------------------------------------ appending */
 
-/* Appends the kept refs from `from` on, one transaction's worth; *next: where to go on. */
+/* Appends the kept refs from `from` on, one transaction's worth; *next: where to go on.
+ * With `own` (credentials), each value gets its consumer's record (owners_join). */
 static int append_chunk(tg_store_t *s, MDB_dbi dbi, const struct ref *r, size_t n, int v,
-                        size_t from, size_t *next)
+                        const struct owners *own, size_t from, size_t *next)
 {
+    uint8_t owned[2 * TG_RECORD_MAX];
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -209,6 +287,7 @@ static int append_chunk(tg_store_t *s, MDB_dbi dbi, const struct ref *r, size_t 
     for (; rc == 0 && i < n && bytes < CHUNK_BYTES; i++) {
         if (r[i].dropped) continue;
         tg_str_t value = part(&r[i], v);
+        if (own) value = owners_join(own, value, owned, sizeof owned);
         MDB_val k = {r[i].klen, (void *)r[i].key}, d = {value.len, (void *)value.p};
         rc = mdb_cursor_put(cur, &k, &d, MDB_APPEND);
         bytes += k.mv_size + d.mv_size;
@@ -225,11 +304,11 @@ static int append_chunk(tg_store_t *s, MDB_dbi dbi, const struct ref *r, size_t 
 /* Appends part `v` of the kept refs under their sort key; a full map is grown and the
  * transaction that did not fit is written again. */
 static int append_refs(tg_store_snapshot_t *snap, MDB_dbi dbi, const struct ref *r, size_t n,
-                       int v)
+                       int v, const struct owners *own)
 {
     snap->written = true;
     for (size_t i = 0, next = 0, tries = 0; i < n; i = next) {
-        int rc = append_chunk(snap->s, dbi, r, n, v, i, &next);
+        int rc = append_chunk(snap->s, dbi, r, n, v, own, i, &next);
         if (rc == -TG_ETOOBIG && tries++ < STORE_GROW_RETRIES && store_grow(snap->s, 0) == 0)
             next = i;
         else if (rc)
@@ -242,8 +321,6 @@ static int append_refs(tg_store_snapshot_t *snap, MDB_dbi dbi, const struct ref 
 
 /* ------------------------------------------------------------------ per kind */
 
-enum { P_KEY, P_VALUE, P_X1, P_X2 };
-
 static int write_json(tg_store_snapshot_t *snap, const struct type_db *t, const struct pending *p)
 {
     size_t n;
@@ -252,7 +329,7 @@ static int write_json(tg_store_snapshot_t *snap, const struct type_db *t, const 
     keep_last(r, n);
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (r[i].dropped) rc = unhash(snap, t, part(&r[i], P_KEY), part(&r[i], P_VALUE));
-    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), r, n, P_VALUE);
+    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), r, n, P_VALUE, NULL);
     free(r);
     return rc;
 }
@@ -272,7 +349,7 @@ static int write_index(tg_store_snapshot_t *snap, MDB_dbi dbi, const struct ref 
     }
     sort_refs(r, n);
     keep_last(r, n);
-    int rc = append_refs(snap, dbi, r, n, P_KEY);
+    int rc = append_refs(snap, dbi, r, n, P_KEY, NULL);
     free(r);
     return rc;
 }
@@ -286,7 +363,7 @@ static int write_consumers(tg_store_snapshot_t *snap, const struct type_db *t,
     keep_last(r, n);
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (r[i].dropped) rc = unhash(snap, t, part(&r[i], P_KEY), part(&r[i], P_VALUE));
-    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), r, n, P_VALUE);
+    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), r, n, P_VALUE, NULL);
     if (rc == 0) rc = write_index(snap, snap->set->usernames, r, n, P_X1);
     if (rc == 0) rc = write_index(snap, snap->set->custom_ids, r, n, P_X2);
     free(r);
@@ -320,8 +397,11 @@ static int write_credentials(tg_store_snapshot_t *snap, const struct type_db *t,
         by_digest[i].origin->dropped = true; /* displaced: out of the id index too */
         rc = unhash(snap, t, part(&by_digest[i], P_X1), part(&by_digest[i], P_VALUE));
     }
-    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), by_digest, m, P_VALUE);
-    if (rc == 0) rc = append_refs(snap, snap->set->cred_ids, by_id, n, P_X1);
+    struct owners own;
+    owners_build(&own, &snap->pend[snap->s->consumers->index]);
+    if (rc == 0) rc = append_refs(snap, type_dbi(snap->set, t), by_digest, m, P_VALUE, &own);
+    owners_free(&own);
+    if (rc == 0) rc = append_refs(snap, snap->set->cred_ids, by_id, n, P_X1, NULL);
     free(by_digest);
     free(by_id);
     return rc;
@@ -648,8 +728,9 @@ static int write_pending(tg_store_snapshot_t *snap)
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < s->n_types; i++) {
         rc = write_type(snap, &s->types[i], &snap->pend[i]);
-        pending_free(&snap->pend[i]);
+        if (i != s->consumers->index) pending_free(&snap->pend[i]);
     }
+    pending_free(&snap->pend[s->consumers->index]); /* copied into credentials meanwhile */
     return rc;
 }
 

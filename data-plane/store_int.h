@@ -46,6 +46,9 @@ struct dbset {
     MDB_dbi cred_ids;   /* credential id key → key digest */
     MDB_dbi usernames;  /* consumer username → consumer id key */
     MDB_dbi custom_ids; /* consumer custom_id → consumer id key */
+    /* id keys of consumers a delta updated or deleted since the set was filled: an owned
+     * credential record's copy of such a consumer is stale (store.h) */
+    MDB_dbi changed_consumers;
 };
 
 static inline MDB_dbi type_dbi(const struct dbset *set, const struct type_db *t)

@@ -404,6 +404,8 @@ static bool decode_fields(const struct shape *sh, struct reader *r, json_t *e)
 json_t *tg_record_decode(tg_record_type_t type, tg_str_t key, tg_str_t rec)
 {
     const struct shape *sh = &shapes[type];
+    tg_str_t owner;
+    if (type == TG_RECORD_CREDENTIAL && !tg_record_split(rec, &rec, &owner)) return NULL;
     json_t *k = key_value(sh, key);
     if (!k) return NULL;
     json_t *e = json_object();
@@ -459,6 +461,8 @@ static void view_value(struct reader *r, enum kind kind, tg_record_value_t *v)
 bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out)
 {
     const struct shape *sh = &shapes[type];
+    tg_str_t owner;
+    if (type == TG_RECORD_CREDENTIAL && !tg_record_split(rec, &rec, &owner)) return false;
     struct reader r = {(const uint8_t *)rec.p, (const uint8_t *)rec.p + rec.len, true};
     const uint8_t *tag = take(&r, 1), *states = take(&r, state_bytes(sh));
     if (!tag || *tag != TG_RECORD_TAG || !states) return false;
@@ -469,4 +473,40 @@ bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out)
         if (st == S_VALUE) view_value(&r, sh->fields[i].kind, &out[i]);
     }
     return r.ok && r.p == r.end;
+}
+
+/* ------------------------------------------------------------------ owned credentials */
+
+static bool is_plain_record(tg_str_t r)
+{
+    return r.len > 0 && (uint8_t)r.p[0] == TG_RECORD_TAG;
+}
+
+size_t tg_record_join(tg_str_t credential, tg_str_t owner, uint8_t *out, size_t cap)
+{
+    if (!is_plain_record(credential) || !is_plain_record(owner)) return 0;
+    struct writer w = {out, 0, cap, true};
+    uint8_t tag = TG_RECORD_TAG_OWNED;
+    put_bytes(&w, &tag, 1);
+    put_varint(&w, credential.len);
+    put_bytes(&w, credential.p, credential.len);
+    put_bytes(&w, owner.p, owner.len);
+    return w.ok ? w.len : 0;
+}
+
+bool tg_record_split(tg_str_t value, tg_str_t *credential, tg_str_t *owner)
+{
+    *owner = (tg_str_t){value.p + value.len, 0};
+    if (is_plain_record(value)) {
+        *credential = value;
+        return true;
+    }
+    struct reader r = {(const uint8_t *)value.p, (const uint8_t *)value.p + value.len, true};
+    const uint8_t *tag = take(&r, 1);
+    uint64_t n = tag && *tag == TG_RECORD_TAG_OWNED ? take_varint(&r) : 0;
+    const uint8_t *c = r.ok && n <= TG_RECORD_MAX ? take(&r, (size_t)n) : NULL;
+    if (!c) return false;
+    *credential = (tg_str_t){(const char *)c, (size_t)n};
+    *owner = (tg_str_t){(const char *)r.p, (size_t)(r.end - r.p)};
+    return is_plain_record(*credential) && is_plain_record(*owner);
 }

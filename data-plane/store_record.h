@@ -35,6 +35,8 @@
 #include <stdint.h>
 
 #define TG_RECORD_TAG 0x01
+/* A credential record carrying a copy of its consumer's record (tg_record_join below). */
+#define TG_RECORD_TAG_OWNED 0x02
 /* Records are built in a buffer of this size; an entity that needs more stays JSON. */
 #define TG_RECORD_MAX 1024
 #define TG_RECORD_UUID_LEN 16
@@ -98,11 +100,29 @@ enum tg_record_credential_field {
  */
 bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out);
 
-/* True when a stored value is a record rather than canonical JSON. */
+/* True when a stored value is a record (owned or not) rather than canonical JSON. */
 static inline bool tg_record_is_compact(tg_str_t value)
 {
-    return value.len > 0 && (uint8_t)value.p[0] == TG_RECORD_TAG;
+    return value.len > 0 &&
+           ((uint8_t)value.p[0] == TG_RECORD_TAG || (uint8_t)value.p[0] == TG_RECORD_TAG_OWNED);
 }
+
+/*
+ * An owned credential record: a credential's record followed by a copy of its consumer's
+ * record (the "owner"), so that key-auth reads both with one B-tree search instead of two.
+ * Layout: TG_RECORD_TAG_OWNED, varint length of the credential record, the credential record,
+ * the consumer record (both starting with TG_RECORD_TAG). The copy is not part of the entity:
+ * tg_record_decode and tg_record_read of a credential skip it, so every reader and the config
+ * digest see the credential alone. When the copy may be trusted is the store's business
+ * (store.h: "changed consumers").
+ *
+ * tg_record_join writes one into out (cap bytes) and returns its length, 0 when it does not
+ * fit or either part is not a record. tg_record_split views the parts of a stored credential
+ * value: an owned record gives both, a plain record gives itself and an empty owner; false
+ * when the value is malformed.
+ */
+size_t tg_record_join(tg_str_t credential, tg_str_t owner, uint8_t *out, size_t cap);
+bool tg_record_split(tg_str_t value, tg_str_t *credential, tg_str_t *owner);
 
 /* A lower-case canonical UUID as 16 bytes; false for anything else (upper case too). */
 bool tg_record_uuid_pack(tg_str_t s, uint8_t out[TG_RECORD_UUID_LEN]);

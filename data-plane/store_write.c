@@ -311,6 +311,10 @@ static int apply_consumer(struct wtx *w, const struct prepared *p)
     struct ikey old_u, old_c;
     bool found;
     int rc = consumer_take_old(w, p, &old_u, &old_c, &found);
+    /* Credentials may hold a copy of this consumer as it was (owned records): from now on
+     * they are read with the consumer's own record. A new consumer has no copies yet. */
+    if (rc == 0 && found)
+        rc = put(w, w->set->changed_consumers, p->key, p->klen, (MDB_val){0, (void *)""});
     if (rc) return rc;
     if (p->op == TG_STORE_DELETE) {
         if (!found) return 0;
@@ -351,6 +355,32 @@ static int credential_drop(struct wtx *w, const struct type_db *t, const uint8_t
     return index_remove(w, w->set->cred_ids, idk, n, digest, TG_SHA256_LEN);
 }
 
+/*
+ * A credential record gets a copy of its consumer's record when the consumer is stored as a
+ * record and no delta has changed it since its set was filled: then the copy is current until
+ * apply_consumer marks the consumer changed. Otherwise the value stays the plain record.
+ */
+static int with_owner(struct wtx *w, const struct prepared *p, uint8_t *buf, size_t cap,
+                      MDB_val *value)
+{
+    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+    if (!p->rec_len || !tg_record_read(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)p->rec,
+                                                                       p->rec_len}, f))
+        return 0;
+    const tg_record_value_t *ref = &f[TG_RECORD_CREDENTIAL_CONSUMER];
+    if (ref->state != TG_RECORD_VALUE) return 0;
+    MDB_val consumer, mark;
+    bool found, changed;
+    int rc = get(w, w->set->changed_consumers, ref->s.p, ref->s.len, &mark, &changed);
+    if (rc == 0 && !changed)
+        rc = get(w, type_dbi(w->set, w->s->consumers), ref->s.p, ref->s.len, &consumer, &found);
+    if (rc || changed || !found) return rc;
+    size_t n = tg_record_join((tg_str_t){(const char *)p->rec, p->rec_len}, val_str(consumer),
+                              buf, cap);
+    if (n) *value = (MDB_val){n, buf}; /* a consumer stored as JSON gets no copy */
+    return 0;
+}
+
 static int apply_credential(struct wtx *w, const struct prepared *p)
 {
     MDB_val v;
@@ -369,7 +399,10 @@ static int apply_credential(struct wtx *w, const struct prepared *p)
         return has_old ? del(w, w->set->cred_ids, p->id_key, p->id_klen) : 0;
     if (!has_old || memcmp(old, p->key, TG_SHA256_LEN) != 0)
         rc = credential_drop(w, p->t, p->key, p, &found); /* whoever holds the key now */
-    if (rc == 0) rc = put(w, type_dbi(w->set, p->t), p->key, p->klen, store_prepared_value(p));
+    uint8_t owned[2 * TG_RECORD_MAX];
+    MDB_val value = store_prepared_value(p);
+    if (rc == 0) rc = with_owner(w, p, owned, sizeof owned, &value);
+    if (rc == 0) rc = put(w, type_dbi(w->set, p->t), p->key, p->klen, value);
     if (rc == 0)
         rc = put(w, w->set->cred_ids, p->id_key, p->id_klen, (MDB_val){p->klen, (void *)p->key});
     if (rc == 0) tg_config_digest_add(&w->digest, p->hash);

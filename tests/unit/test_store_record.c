@@ -680,6 +680,178 @@ static void test_key_lookup_forms(void **state)
     tg_store_close(s);
 }
 
+/* ------------------------------------------------------------------ owned records */
+
+/* Joining and splitting: the copy is invisible to decode and read; malformed values refused. */
+static void test_owned_record_form(void **state)
+{
+    (void)state;
+    json_t *cons = parse("{\"id\":\"" CONS_ID "\",\"username\":\"alice\"}");
+    json_t *cred = parse("{\"id\":\"" CRED_ID "\",\"consumer\":{\"id\":\"" CONS_ID "\"},"
+                         "\"key_digest\":\"" DIGEST "\"}");
+    uint8_t crec[TG_RECORD_MAX], orec[TG_RECORD_MAX], joined[2 * TG_RECORD_MAX], key[32];
+    size_t cn = tg_record_encode(TG_RECORD_CREDENTIAL, cred, crec, sizeof crec);
+    size_t on = tg_record_encode(TG_RECORD_CONSUMER, cons, orec, sizeof orec);
+    assert_true(cn > 0 && on > 0);
+    tg_str_t c = {(const char *)crec, cn}, o = {(const char *)orec, on};
+    size_t jn = tg_record_join(c, o, joined, sizeof joined);
+    assert_true(jn > cn + on);
+    tg_str_t j = {(const char *)joined, jn}, got_c, got_o;
+    assert_true(tg_record_is_compact(j));
+    assert_true(tg_record_split(j, &got_c, &got_o));
+    assert_true(tg_str_eq(got_c, c) && tg_str_eq(got_o, o));
+    assert_true(tg_record_split(c, &got_c, &got_o)); /* a plain record: itself, no owner */
+    assert_true(tg_str_eq(got_c, c) && got_o.len == 0);
+    assert_int_equal(key_of(TG_RECORD_CREDENTIAL, cred, key), 32);
+    json_t *back = tg_record_decode(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)key, 32}, j);
+    assert_true(json_equal(back, cred));
+    json_decref(back);
+    tg_record_value_t v[TG_RECORD_FIELDS_MAX];
+    assert_true(tg_record_read(TG_RECORD_CREDENTIAL, j, v));
+    uint8_t owner_key[TG_RECORD_UUID_LEN];
+    assert_true(tg_record_uuid_pack(TG_STR(CONS_ID), owner_key));
+    assert_memory_equal(v[TG_RECORD_CREDENTIAL_CONSUMER].s.p, owner_key, TG_RECORD_UUID_LEN);
+    /* a consumer value is never owned; truncations and a bad inner tag are malformed */
+    assert_false(tg_record_read(TG_RECORD_CONSUMER, j, v));
+    for (size_t n = 1; n < cn + 3; n++)
+        assert_false(tg_record_split((tg_str_t){(const char *)joined, n}, &got_c, &got_o));
+    joined[2] = 0x7b;
+    assert_false(tg_record_split(j, &got_c, &got_o));
+    assert_null(tg_record_decode(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)key, 32}, j));
+    assert_int_equal(tg_record_join(o, TG_STR("{}"), joined, sizeof joined), 0);
+    assert_int_equal(tg_record_join(c, o, joined, cn), 0); /* does not fit */
+    json_decref(cons);
+    json_decref(cred);
+}
+
+/* Whether the credential under digest byte `b` is stored with a copy of its consumer. */
+static bool stored_owned(tg_store_t *s, uint8_t b)
+{
+    uint8_t d[32];
+    memset(d, b, sizeof d);
+    tg_store_reader_t r;
+    tg_store_raw_t raw;
+    assert_int_equal(tg_store_reader_init(s, &r), 0);
+    assert_int_equal(tg_store_read_begin(&r), 0);
+    assert_int_equal(tg_store_credential_raw(&r, d, &raw), 0);
+    bool owned = raw.value.len && (uint8_t)raw.value.p[0] == TG_RECORD_TAG_OWNED;
+    tg_store_read_end(&r);
+    tg_store_reader_free(&r);
+    return owned;
+}
+
+static json_t *owned_consumer(int n, const char *username)
+{
+    char id[64];
+    snprintf(id, sizeof id, "c0000000-0000-4000-8000-00000000000%d", n);
+    return json_pack("{s:s,s:s}", "id", id, "username", username);
+}
+
+static json_t *owned_credential(int n, int consumer)
+{
+    char id[64], cid[64], hex[65];
+    snprintf(id, sizeof id, "e0000000-0000-4000-8000-00000000000%d", n);
+    snprintf(cid, sizeof cid, "c0000000-0000-4000-8000-00000000000%d", consumer);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", 0x10 + n);
+    return json_pack("{s:s,s:{s:s},s:s}", "id", id, "consumer", "id", cid, "key_digest", hex);
+}
+
+/* After every write: key-auth's answers equal the JSON lookups', and the digest is exact. */
+static void check_owned(tg_store_t *s, tg_identity_cache_t *cache, const char *what)
+{
+    tg_store_reader_t r;
+    tg_identity_store_t ids;
+    assert_int_equal(tg_store_reader_init(s, &r), 0);
+    tg_identity_store_init(&ids, &r);
+    ids.cache = cache;
+    for (int n = 1; n <= 4; n++) {
+        uint8_t d[32];
+        char label[96];
+        memset(d, 0x10 + n, sizeof d);
+        snprintf(label, sizeof label, "%s, key %d", what, n);
+        assert_key_answer(&r, &ids, d, label);
+    }
+    tg_identity_store_end(&ids);
+    tg_store_reader_free(&r);
+    char kept[65], recomputed[65];
+    store_digest(s, kept, recomputed);
+    assert_string_equal(kept, recomputed);
+}
+
+/*
+ * Credentials carry a copy of their consumer (one search instead of two), and a consumer a
+ * delta changes is read from its own record from then on: renames, deletes, a delete and
+ * re-create under the same id, a credential written after its consumer changed, and a
+ * snapshot making every copy current again.
+ */
+static void test_owned_copies(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = NULL;
+    assert_int_equal(tg_store_open(f->dir, 0, &s), 0);
+    tg_identity_cache_t *cache = tg_identity_cache_new();
+    json_t *e[] = {owned_consumer(1, "alice"), owned_consumer(2, "bob"),
+                   owned_credential(1, 1), owned_credential(2, 2)};
+    tg_store_change_t snap[] = {up("consumers", e[0]), up("consumers", e[1]),
+                                up("keyauth_credentials", e[2]),
+                                up("keyauth_credentials", e[3])};
+    assert_int_equal(tg_store_replace_all(s, 1, snap, 4, NULL), 0);
+    assert_true(stored_owned(s, 0x11) && stored_owned(s, 0x12));
+    check_owned(s, cache, "snapshot");
+
+    json_t *alice2 = owned_consumer(1, "alice-renamed");
+    tg_store_change_t rename = up("consumers", alice2);
+    assert_int_equal(tg_store_apply(s, 1, 2, &rename, 1, NULL), 0);
+    assert_true(stored_owned(s, 0x11)); /* the copy still says alice: it must not be used */
+    check_owned(s, cache, "rename");
+
+    /* a new consumer and its key in one delta: copied; a key of the renamed one: not */
+    json_t *carol = owned_consumer(3, "carol"), *k3 = owned_credential(3, 3),
+           *k4 = owned_credential(4, 1);
+    tg_store_change_t add[] = {up("consumers", carol), up("keyauth_credentials", k3),
+                               up("keyauth_credentials", k4)};
+    assert_int_equal(tg_store_apply(s, 2, 3, add, 3, NULL), 0);
+    assert_true(stored_owned(s, 0x13));
+    assert_false(stored_owned(s, 0x14));
+    check_owned(s, cache, "new consumer");
+
+    /* carol deleted and created again under the same id with another name */
+    json_t *carol2 = owned_consumer(3, "carol-again");
+    tg_store_change_t again[] = {
+        {"consumers", json_string_value(json_object_get(carol, "id")), TG_STORE_DELETE, NULL},
+        up("consumers", carol2)};
+    assert_int_equal(tg_store_apply(s, 3, 4, again, 2, NULL), 0);
+    check_owned(s, cache, "delete and re-create");
+
+    /* bob deleted: his key's copy names a consumer that is gone */
+    tg_store_change_t gone = {"consumers", json_string_value(json_object_get(e[1], "id")),
+                              TG_STORE_DELETE, NULL};
+    assert_int_equal(tg_store_apply(s, 4, 5, &gone, 1, NULL), 0);
+    check_owned(s, cache, "consumer deleted");
+
+    /* a snapshot of the current state: every key copied again, the marks gone */
+    tg_store_change_t now[] = {up("consumers", alice2), up("consumers", carol2),
+                               up("keyauth_credentials", e[2]), up("keyauth_credentials", e[3]),
+                               up("keyauth_credentials", k3), up("keyauth_credentials", k4)};
+    assert_int_equal(tg_store_replace_all(s, 6, now, 6, NULL), 0);
+    assert_true(stored_owned(s, 0x11) && stored_owned(s, 0x13) && stored_owned(s, 0x14));
+    assert_false(stored_owned(s, 0x12)); /* bob is not in it: no copy to make */
+    check_owned(s, cache, "second snapshot");
+    tg_store_close(s);
+
+    /* reopened: the same answers from disk */
+    assert_int_equal(tg_store_open(f->dir, 0, &s), 0);
+    check_owned(s, cache, "reopened");
+    tg_store_close(s);
+    tg_identity_cache_free(cache);
+    json_t *all[] = {alice2, carol, k3, k4, carol2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        json_decref(all[i]);
+    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++)
+        json_decref(e[i]);
+}
+
 /* Reading a record in place gives what decoding it gives. */
 static void test_record_read(void **state)
 {
@@ -775,6 +947,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identity_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_lookup_forms, setup, teardown),
         cmocka_unit_test(test_record_read),
+        cmocka_unit_test(test_owned_record_form),
+        cmocka_unit_test_setup_teardown(test_owned_copies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_per_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
