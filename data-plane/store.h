@@ -13,9 +13,17 @@
  *   - indexes: "idx:keyauth_credentials.id" (credential id key → key digest, for deltas that
  *     name a credential by id), "idx:consumers.username" and "idx:consumers.custom_id"
  *     (→ consumer id key; strings longer than 128 bytes are keyed by 0xff || SHA-256);
+ *   - "changed:consumers": id keys of the consumers that deltas updated or deleted since the
+ *     set was filled by a snapshot (below);
  *   - "meta": format, applied config version, control plane id, config digest, and which
  *     of two sets of the databases above is the config (the others carry a "#1" suffix).
- * Nothing else: a credential lookup by digest is one B-tree search, its consumer another.
+ * A credential record may carry a copy of its consumer's record (store_record.h owned
+ * records, ~15 bytes per key): snapshots and DB-less loads join every credential to its
+ * consumer, and a delta copies the consumer as it stands when it writes a credential. A copy
+ * is current unless its consumer is in "changed:consumers", which a delta fills when it
+ * updates or deletes a consumer that exists and which a snapshot empties; a new consumer has
+ * no copies to invalidate. So a key-auth lookup is one B-tree search when the copy is current,
+ * and the credential's search plus the consumer's otherwise (tg_store_owner_current).
  * A credential is stored as the DP receives it: `key_digest` instead of `key`. An entity
  * carrying a field its schema marks TG_F_SECRET (a plaintext `key`) is refused. A key digest
  * names one credential: an upsert taking a digest another credential holds replaces it

@@ -21,6 +21,7 @@
 #include "store_record.h"
 
 #include <ftw.h>
+#include <lmdb.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -852,6 +853,56 @@ static void test_owned_copies(void **state)
         json_decref(e[i]);
 }
 
+/* Sets the store's meta "format" as an older or newer binary would have written it (0: only
+ * reads it); returns the format it found. */
+static uint8_t store_format(const char *dir, uint8_t format)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    uint8_t v[4] = {0, 0, 0, format};
+    MDB_val k = {6, "format"}, d = {sizeof v, v}, old;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 64), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_get(txn, meta, &k, &old), 0);
+    assert_int_equal(old.mv_size, 4);
+    uint8_t found = ((const uint8_t *)old.mv_data)[3];
+    if (format) assert_int_equal(mdb_put(txn, meta, &k, &d, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return found;
+}
+
+/* A format-2 store (plain records only) is upgraded in place and serves its keys, which a
+ * snapshot then copies; a format this binary does not know is refused. */
+static void test_store_format_upgrade(void **state)
+{
+    struct fx *f = *state;
+    tg_store_t *s = NULL;
+    json_t *e[] = {owned_consumer(1, "alice"), owned_credential(1, 1)};
+    tg_store_change_t ch[] = {up("consumers", e[0]), up("keyauth_credentials", e[1])};
+    assert_int_equal(tg_store_open(f->dir, 0, &s), 0);
+    assert_int_equal(tg_store_apply(s, 0, 1, ch, 2, NULL), 0);
+    tg_store_close(s);
+    assert_int_equal(store_format(f->dir, 2), 3);
+    assert_int_equal(tg_store_open(f->dir, 0, &s), 0);
+    tg_identity_cache_t *cache = tg_identity_cache_new();
+    check_owned(s, cache, "upgraded");
+    assert_int_equal(tg_store_replace_all(s, 2, ch, 2, NULL), 0);
+    assert_true(stored_owned(s, 0x11));
+    check_owned(s, cache, "upgraded, then a snapshot");
+    tg_store_close(s);
+    tg_identity_cache_free(cache);
+    assert_int_equal(store_format(f->dir, 9), 3); /* opening upgraded it */
+
+    assert_int_equal(tg_store_open(f->dir, 0, &s), -TG_EUNSUPPORTED);
+    json_decref(e[0]);
+    json_decref(e[1]);
+}
+
 /* Reading a record in place gives what decoding it gives. */
 static void test_record_read(void **state)
 {
@@ -949,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_record_read),
         cmocka_unit_test(test_owned_record_form),
         cmocka_unit_test_setup_teardown(test_owned_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_format_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_per_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
