@@ -189,6 +189,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out")
+    ap.add_argument("--plot", help="write a PNG of the results here")
     args = ap.parse_args()
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -272,6 +273,38 @@ def main():
     if args.out:
         with open(args.out, "a") as f:
             f.write(text + "\n")
+    if args.plot:
+        plot(rounds, rps_ratio, cpu_ratio, args.plot)
+
+
+def plot(rounds, rps_ratio, cpu_ratio, path):
+    """Per proxy: requests/s, proxy CPU and CPU 1 per request (median, range as error bars),
+    and the same-round ratios against the better of nginx/HAProxy with the targets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [rd["name"].split(" (")[0] for rd in rounds[0]]
+    fig, ax = plt.subplots(1, 4, figsize=(17, 4.2))
+    colors = ["tab:green", "tab:blue", "tab:orange"]
+    for a, key, title in ((ax[0], "rps", "requests/s"),
+                          (ax[1], "cpu_us", "proxy CPU µs per request"),
+                          (ax[2], "load_us", "CPU 1 (wrk + upstream) µs per request")):
+        for i in range(len(names)):
+            vals = [rd[i][key] for rd in rounds]
+            med = statistics.median(vals)
+            a.bar(i, med, 0.6, color=colors[i % len(colors)],
+                  yerr=[[med - min(vals)], [max(vals) - med]], capsize=4)
+        a.set_xticks(range(len(names)))
+        a.set_xticklabels(names, fontsize=8)
+        a.set(title=f"{title} (median, range)")
+    x = range(1, len(rounds) + 1)
+    ax[3].plot(x, rps_ratio, marker="o", label="requests/s (target ≥ 1)")
+    ax[3].plot(x, cpu_ratio, marker="s", label="CPU per request (target ≤ 1)")
+    ax[3].axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax[3].set(title="Tollgate / better of nginx, HAProxy", xlabel="round")
+    ax[3].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
