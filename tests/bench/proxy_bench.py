@@ -287,8 +287,8 @@ def plot(rounds, rps_ratio, cpu_ratio, path):
     fig, ax = plt.subplots(1, 4, figsize=(17, 4.2))
     colors = ["tab:green", "tab:blue", "tab:orange"]
     for a, key, title in ((ax[0], "rps", "requests/s"),
-                          (ax[1], "cpu_us", "proxy CPU µs per request"),
-                          (ax[2], "load_us", "CPU 1 (wrk + upstream) µs per request")):
+                          (ax[1], "cpu_us", "proxy CPU µs/request"),
+                          (ax[2], "load_us", "CPU 1 (wrk + upstream) µs/request")):
         for i in range(len(names)):
             vals = [rd[i][key] for rd in rounds]
             med = statistics.median(vals)
@@ -296,12 +296,13 @@ def plot(rounds, rps_ratio, cpu_ratio, path):
                   yerr=[[med - min(vals)], [max(vals) - med]], capsize=4)
         a.set_xticks(range(len(names)))
         a.set_xticklabels(names, fontsize=8)
-        a.set(title=f"{title} (median, range)")
+        a.set_title(f"{title}\n(median, range over rounds)", fontsize=10)
     x = range(1, len(rounds) + 1)
     ax[3].plot(x, rps_ratio, marker="o", label="requests/s (target ≥ 1)")
     ax[3].plot(x, cpu_ratio, marker="s", label="CPU per request (target ≤ 1)")
     ax[3].axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    ax[3].set(title="Tollgate / better of nginx, HAProxy", xlabel="round")
+    ax[3].set_title("Tollgate / better of nginx, HAProxy\n(same round)", fontsize=10)
+    ax[3].set_xlabel("round")
     ax[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
