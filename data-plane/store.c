@@ -34,6 +34,13 @@
 #define STORE_FORMAT 3
 #define STORE_FORMAT_UPGRADABLE 2
 #define MAX_DBS 32
+/*
+ * Up to this many consumers changed since the last snapshot, a copy's consumer is looked up
+ * among them (a small B-tree that stays cached). Beyond it (a bulk update of most consumers)
+ * every copy is distrusted without that search, so a lookup costs the two searches it cost
+ * before copies existed rather than three, until the next snapshot empties the list.
+ */
+#define CHANGED_CONSUMERS_SEARCHED 65536
 /* Each reader holds an LMDB lock-table slot for its lifetime: one per worker plus a few. */
 #define MAX_READERS 1024
 
@@ -753,8 +760,14 @@ int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t 
 int tg_store_owner_current(tg_store_reader_t *r, tg_str_t id_key, bool *current)
 {
     if (!r || !r->active || !current) return -TG_EINVAL;
+    MDB_dbi dbi = set_of(r)->changed_consumers;
+    MDB_stat st;
+    int rc = mdb_stat(r->txn, dbi, &st);
+    if (rc) return store_lmdb_err(rc, "mdb_stat");
+    *current = st.ms_entries == 0;
+    if (st.ms_entries == 0 || st.ms_entries > CHANGED_CONSUMERS_SEARCHED || !id_key.len) return 0;
     tg_str_t v;
-    int rc = id_key.len ? raw_get(r, set_of(r)->changed_consumers, id_key, &v) : 0;
+    rc = raw_get(r, dbi, id_key, &v);
     *current = rc == -TG_ENOTFOUND;
     return rc == 0 || rc == -TG_ENOTFOUND ? 0 : rc;
 }

@@ -23,7 +23,8 @@
  * is current unless its consumer is in "changed:consumers", which a delta fills when it
  * updates or deletes a consumer that exists and which a snapshot empties; a new consumer has
  * no copies to invalidate. So a key-auth lookup is one B-tree search when the copy is current,
- * and the credential's search plus the consumer's otherwise (tg_store_owner_current).
+ * and the credential's search plus the consumer's otherwise (tg_store_owner_current; past
+ * 65 536 changed consumers every copy is distrusted without searching the list).
  * A credential is stored as the DP receives it: `key_digest` instead of `key`. An entity
  * carrying a field its schema marks TG_F_SECRET (a plaintext `key`) is refused. A key digest
  * names one credential: an upsert taking a digest another credential holds replaces it
