@@ -162,6 +162,53 @@ def test_a_data_plane_behind_the_purged_log_gets_a_snapshot(cluster):
     assert proxied(dp, "/e2e/again")
 
 
+def consumer_seen(dp, key):
+    """What key-auth told the upstream about the key's consumer: (id, username, custom_id), or
+    the status when the request was not proxied."""
+    r = dp.get("/ka/x", headers={"apikey": key}, timeout=5)
+    if r.status_code != 200:
+        return r.status_code
+    h = {k.lower(): v for k, v in r.json()["headers"]}
+    return (h.get("x-consumer-id"), h.get("x-consumer-username"), h.get("x-consumer-custom-id"))
+
+
+def wait_seen(cluster, key, want, dps=None):
+    for dp in dps or cluster["dps"]:
+        wait_for(lambda: consumer_seen(dp, key) == want, 30,
+                 what=f"{dp.name} to see {want} for the key, not {consumer_seen(dp, key)}")
+
+
+@pytest.mark.asan
+def test_consumer_changes_reach_key_auth_through_deltas(cluster):
+    """A DP's store keeps a copy of each credential's consumer beside the credential (one
+    B-tree search per key) and lists the consumers deltas changed since its last snapshot: a
+    rename, a custom_id change, a delete and a re-create under the same id must all reach the
+    upstream's X-Consumer-* headers on every DP, also after a DP restarted from its store."""
+    cp = cluster["cp"]
+    write(cp, "POST", "/services/e2e/routes", name="ka-route", paths=["/ka"])
+    write(cp, "POST", "/routes/ka-route/plugins", name="key-auth")
+    c = write(cp, "POST", "/consumers", username="ka-user", custom_id="ka-1")
+    write(cp, "POST", "/consumers/ka-user/key-auth", key="ka-secret")
+    wait_seen(cluster, "ka-secret", (c["id"], "ka-user", "ka-1"))
+
+    write(cp, "PATCH", f"/consumers/{c['id']}", username="ka-renamed", custom_id="ka-2")
+    wait_seen(cluster, "ka-secret", (c["id"], "ka-renamed", "ka-2"))
+
+    dp = cluster["dps"][2]
+    dp.stop(signal.SIGTERM)
+    dp.start()
+    wait_seen(cluster, "ka-secret", (c["id"], "ka-renamed", "ka-2"), [dp])
+
+    write(cp, "DELETE", f"/consumers/{c['id']}")  # its key goes with it
+    wait_seen(cluster, "ka-secret", 401)
+    write(cp, "PUT", f"/consumers/{c['id']}", username="ka-again")
+    write(cp, "POST", f"/consumers/{c['id']}/key-auth", key="ka-secret")
+    wait_seen(cluster, "ka-secret", (c["id"], "ka-again", None))
+    write(cp, "PATCH", f"/consumers/{c['id']}", username="ka-final")
+    wait_seen(cluster, "ka-secret", (c["id"], "ka-final", None))
+    wait_all_applied(cluster)
+
+
 def test_cluster_status_and_metrics_describe_the_sync(cluster):
     cp = cluster["cp"]
     wait_all_applied(cluster)
@@ -169,18 +216,18 @@ def test_cluster_status_and_metrics_describe_the_sync(cluster):
     assert mine["config_version"] >= KEEP
     assert mine["oldest_version"] <= mine["config_version"] - KEEP + 1
 
-    def view_current():  # the sessions' view is refreshed every second
+    def view_current():  # the hub's view (sessions, latest_seen_here) is refreshed every second
         st = cp.admin.get("/clustering/status").json()
         connected = {d["id"]: d for d in st["data_planes"]}
         ok = all(connected.get(dp.node_id, {}).get("applied_version") == mine["config_version"]
                  for dp in cluster["dps"])
-        return st if ok else None
+        seen = [c["latest_seen_here"] for c in st["control_planes"] if c["name"] == "default"]
+        return st if ok and seen == [mine["config_version"]] else None
     st = wait_for(view_current, 10, what="GET /clustering/status to show every DP current")
     assert st["node_id"] and st["connected_data_planes"] == 3
     for d in st["data_planes"]:
         assert d["lag_versions"] == 0 and d["sync_status"] == "normal", d
         assert d["deltas_sent"] + d["snapshots_sent"] >= 1 and not d["in_flight"]
-    assert mine["latest_seen_here"] == mine["config_version"]
     assert st["retention"]["keep_versions"] == KEEP and st["retention"]["keep_days"] == 0
     assert st["pushes"]["acks"] >= 3 and st["pushes"]["purged_versions"] >= 1
     text = requests.get(cp.status_url + "/metrics", timeout=10).text
