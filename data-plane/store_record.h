@@ -95,8 +95,10 @@ enum tg_record_credential_field {
 
 /*
  * Reads every field of record `rec` of a type into out[0 .. its NFIELDS - 1]; false when the
- * record is malformed (what tg_record_decode refuses, this refuses). The record's key field is
- * not among them: it is the LMDB key.
+ * record is malformed. Every record tg_record_decode accepts reads, with the same values
+ * (tests/fuzz/fuzz_store_record.c checks it); strings are not checked for UTF-8 here, which
+ * decoding does (records are written from JSON strings). The record's key field is not among
+ * them: it is the LMDB key.
  */
 bool tg_record_read(tg_record_type_t type, tg_str_t rec, tg_record_value_t *out);
 
