@@ -83,6 +83,10 @@ static void print_dp(const json_t *r)
            num(st, "services"), num(st, "routes"), num(st, "plugins"), num(st, "consumers"),
            num(st, "keyauth_credentials"), bytes < 1048576 ? bytes / 1024.0 : bytes / 1048576.0,
            bytes < 1048576 ? "KiB" : "MiB");
+    if (num(st, "changed_consumers") > 0)
+        printf("                   %lld consumers changed by deltas since the last snapshot "
+               "(their keys take a second lookup)\n",
+               num(st, "changed_consumers"));
     const json_t *g = json_object_get(r, "generation");
     printf("  serving:         %lld services, %lld routes, %lld plugins compiled\n",
            num(g, "services"), num(g, "routes"), num(g, "plugins"));

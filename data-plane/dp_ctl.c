@@ -23,7 +23,8 @@ static const char *const store_types[] = {"services", "routes", "plugins", "cons
 
 /* ---------------------------------------------------------------- status */
 
-/* Entity counts of the store (O(1) each) and the space its file takes. */
+/* Entity counts of the store (O(1) each), the consumers changed since the last snapshot (their
+ * keys are looked up with a second search, store.h) and the space the file takes. */
 static json_t *store_json(tg_store_t *store)
 {
     json_t *o = json_object();
@@ -35,6 +36,9 @@ static json_t *store_json(tg_store_t *store)
                 if (tg_store_count(&r, store_types[i], &n) == 0)
                     json_object_set_new(o, store_types[i], json_integer((json_int_t)n));
             }
+            size_t changed = 0;
+            if (tg_store_changed_consumers(&r, &changed) == 0)
+                json_object_set_new(o, "changed_consumers", json_integer((json_int_t)changed));
             tg_store_read_end(&r);
         }
         tg_store_reader_free(&r);

@@ -786,6 +786,16 @@ int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n)
     return 0;
 }
 
+int tg_store_changed_consumers(tg_store_reader_t *r, size_t *n)
+{
+    if (!r || !r->active || !n) return -TG_EINVAL;
+    MDB_stat st;
+    int rc = mdb_stat(r->txn, set_of(r)->changed_consumers, &st);
+    if (rc) return store_lmdb_err(rc, "mdb_stat");
+    *n = st.ms_entries;
+    return 0;
+}
+
 /* One entity of a walk: its id and canonical JSON handed to cb. */
 static int each_one(const struct found *f, tg_str_t id, tg_store_each_cb cb, void *ud)
 {

@@ -232,6 +232,8 @@ int tg_store_owner_current(tg_store_reader_t *r, tg_str_t id_key, bool *current)
 
 /* Number of entities of a type. */
 int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n);
+/* Number of consumers deltas changed since the last snapshot (whose keys take two searches). */
+int tg_store_changed_consumers(tg_store_reader_t *r, size_t *n);
 
 /*
  * Calls cb for every entity of a type in id order (UUIDs in the order of their text; for

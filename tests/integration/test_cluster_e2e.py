@@ -12,8 +12,10 @@ connected to another; a delta a data plane refuses leaves it serving its old con
 
 The tests build on each other's state (in file order), as an operator's session would.
 """
+import json
 import os
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -21,6 +23,7 @@ import time
 import pytest
 import requests
 
+from harness.cp import clean_env
 from harness.dp import cluster_status, enroll_dp, wait_applied
 from harness.procs import sanitizer_report, wait_for
 from harness.upstream import EchoUpstream
@@ -172,6 +175,16 @@ def consumer_seen(dp, key):
     return (h.get("x-consumer-id"), h.get("x-consumer-username"), h.get("x-consumer-custom-id"))
 
 
+def store_status(cluster, dp):
+    """The store figures of `tollgate status --json` for a DP."""
+    env = clean_env()
+    env["TOLLGATE_PREFIX"] = dp.prefix
+    out = subprocess.run([str(cluster["bin"]), "status", "--json"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["store"]
+
+
 def wait_seen(cluster, key, want, dps=None):
     for dp in dps or cluster["dps"]:
         wait_for(lambda: consumer_seen(dp, key) == want, 30,
@@ -193,6 +206,8 @@ def test_consumer_changes_reach_key_auth_through_deltas(cluster):
 
     write(cp, "PATCH", f"/consumers/{c['id']}", username="ka-renamed", custom_id="ka-2")
     wait_seen(cluster, "ka-secret", (c["id"], "ka-renamed", "ka-2"))
+    for dp in cluster["dps"]:  # the rename is what operators see listed
+        assert store_status(cluster, dp)["changed_consumers"] >= 1
 
     dp = cluster["dps"][2]
     dp.stop(signal.SIGTERM)

@@ -109,6 +109,7 @@ def test_dp_status_reports_the_running_data_plane(tollgate_bin, dp):
     assert st["store"]["services"] == 1 and st["store"]["routes"] == 2
     assert st["store"]["consumers"] == 1 and st["store"]["keyauth_credentials"] == 1
     assert st["store"]["plugins"] == 0 and st["store"]["data_bytes"] > 0
+    assert st["store"]["changed_consumers"] == 0  # loaded whole from a file: nothing changed
     assert st["generation"] == {"services": 1, "routes": 2, "plugins": 0}
     before = st["server"]["total_requests"]
     assert dp.get("/one/x").status_code == 200
