@@ -18,7 +18,7 @@
  *   - "meta": format, applied config version, control plane id, config digest, and which
  *     of two sets of the databases above is the config (the others carry a "#1" suffix).
  * A credential record may carry a copy of its consumer's record (store_record.h owned
- * records, ~15 bytes per key): snapshots and DB-less loads join every credential to its
+ * records, ~17 bytes per key on disk): snapshots and DB-less loads join every credential to its
  * consumer, and a delta copies the consumer as it stands when it writes a credential. A copy
  * is current unless its consumer is in "changed:consumers", which a delta fills when it
  * updates or deletes a consumer that exists and which a snapshot empties; a new consumer has
