@@ -31,7 +31,8 @@ static void same_string(const json_t *e, const char *name, const tg_record_value
         check(v->state == TG_RECORD_NULL);
     } else {
         check(v->state == TG_RECORD_VALUE && json_is_string(j));
-        check(v->s.len == json_string_length(j) && memcmp(v->s.p, json_string_value(j), v->s.len) == 0);
+        check(v->s.len == json_string_length(j));
+        check(memcmp(v->s.p, json_string_value(j), v->s.len) == 0);
     }
 }
 
