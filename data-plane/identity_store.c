@@ -266,13 +266,16 @@ static int unreadable(const char *what)
 
 /*
  * A credential stored as a record: its key is the digest, the id a UUID (hex and dashes, so
- * always sendable) and the consumer ref its consumer's 16-byte id key already.
+ * always sendable) and the consumer ref its consumer's 16-byte id key already. *owner is the
+ * copy of the consumer's record an owned record carries (empty for a plain one).
  */
 static int credential_record(tg_identity_store_t *s, const tg_store_raw_t *raw,
-                             tg_identity_key_t *k, tg_str_t *owner_key)
+                             tg_identity_key_t *k, tg_str_t *owner_key, tg_str_t *owner)
 {
     tg_record_value_t f[TG_RECORD_FIELDS_MAX];
-    if (raw->key.len != 32 || !tg_record_read(TG_RECORD_CREDENTIAL, raw->value, f))
+    tg_str_t rec;
+    if (raw->key.len != 32 || !tg_record_split(raw->value, &rec, owner) ||
+        !tg_record_read(TG_RECORD_CREDENTIAL, rec, f))
         return unreadable("keyauth_credential");
     k->digest_ok = true;
     memcpy(k->digest, raw->key.p, 32);
@@ -370,14 +373,11 @@ static int read_consumer(tg_identity_store_t *s, tg_str_t owner_key, bool ref_is
  * The consumer from the copy an owned credential record carries, when the store says it is
  * still that consumer's record; *used false otherwise (read_consumer then searches for it).
  */
-static int owner_copy(tg_identity_store_t *s, tg_str_t value, tg_str_t owner_key,
+static int owner_copy(tg_identity_store_t *s, tg_str_t owner, tg_str_t owner_key,
                       tg_identity_key_t *k, bool *used)
 {
-    tg_str_t rec, owner;
     bool current = false;
     *used = false;
-    if (!tg_record_split(value, &rec, &owner)) return unreadable("keyauth_credential");
-    if (!owner.len) return 0;
     int rc = tg_store_owner_current(s->reader, owner_key, &current);
     if (rc < 0 || !current) return rc;
     rc = consumer_record(s, owner, k);
@@ -395,13 +395,13 @@ static int read_key(tg_identity_store_t *s, const uint8_t d[32], tg_identity_key
     int rc = tg_store_credential_raw(s->reader, d, &raw);
     if (rc < 0) return rc;
     uint8_t key_buf[TG_RECORD_ID_KEY_MAX];
-    tg_str_t owner_key = TG_STR_NULL;
+    tg_str_t owner_key = TG_STR_NULL, owner = TG_STR_NULL;
     bool record = tg_record_is_compact(raw.value), used = false;
-    rc = record ? credential_record(s, &raw, k, &owner_key)
+    rc = record ? credential_record(s, &raw, k, &owner_key, &owner)
                 : credential_json(s, &raw, k, &owner_key, key_buf);
     if (rc < 0) return rc;
-    if (record && owner_key.len) {
-        rc = owner_copy(s, raw.value, owner_key, k, &used);
+    if (owner.len && owner_key.len) {
+        rc = owner_copy(s, owner, owner_key, k, &used);
         if (rc < 0) return rc;
     }
     if (owner_key.len && !used) k->consumer_rc = read_consumer(s, owner_key, record, k);

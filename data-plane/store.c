@@ -757,17 +757,26 @@ int tg_store_consumer_raw(tg_store_reader_t *r, tg_str_t id_key, tg_store_raw_t 
     return raw_of(&f, rc, out);
 }
 
+int tg_store_changed_consumers(tg_store_reader_t *r, size_t *n)
+{
+    if (!r || !r->active || !n) return -TG_EINVAL;
+    MDB_stat st;
+    int rc = mdb_stat(r->txn, set_of(r)->changed_consumers, &st);
+    if (rc) return store_lmdb_err(rc, "mdb_stat");
+    *n = st.ms_entries;
+    return 0;
+}
+
 int tg_store_owner_current(tg_store_reader_t *r, tg_str_t id_key, bool *current)
 {
-    if (!r || !r->active || !current) return -TG_EINVAL;
-    MDB_dbi dbi = set_of(r)->changed_consumers;
-    MDB_stat st;
-    int rc = mdb_stat(r->txn, dbi, &st);
-    if (rc) return store_lmdb_err(rc, "mdb_stat");
-    *current = st.ms_entries == 0;
-    if (st.ms_entries == 0 || st.ms_entries > CHANGED_CONSUMERS_SEARCHED || !id_key.len) return 0;
+    if (!current) return -TG_EINVAL;
+    size_t changed;
+    int rc = tg_store_changed_consumers(r, &changed);
+    if (rc) return rc;
+    *current = changed == 0;
+    if (changed == 0 || changed > CHANGED_CONSUMERS_SEARCHED || !id_key.len) return 0;
     tg_str_t v;
-    rc = raw_get(r, dbi, id_key, &v);
+    rc = raw_get(r, set_of(r)->changed_consumers, id_key, &v);
     *current = rc == -TG_ENOTFOUND;
     return rc == 0 || rc == -TG_ENOTFOUND ? 0 : rc;
 }
@@ -781,16 +790,6 @@ int tg_store_count(tg_store_reader_t *r, const char *type, size_t *n)
     if (!t) return -TG_EINVAL;
     MDB_stat st;
     int rc = mdb_stat(r->txn, type_dbi(set_of(r), t), &st);
-    if (rc) return store_lmdb_err(rc, "mdb_stat");
-    *n = st.ms_entries;
-    return 0;
-}
-
-int tg_store_changed_consumers(tg_store_reader_t *r, size_t *n)
-{
-    if (!r || !r->active || !n) return -TG_EINVAL;
-    MDB_stat st;
-    int rc = mdb_stat(r->txn, set_of(r)->changed_consumers, &st);
     if (rc) return store_lmdb_err(rc, "mdb_stat");
     *n = st.ms_entries;
     return 0;

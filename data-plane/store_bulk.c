@@ -256,11 +256,9 @@ static void owners_free(struct owners *o)
 /* A credential's stored value with its consumer's record when both are records; else as is. */
 static tg_str_t owners_join(const struct owners *o, tg_str_t value, uint8_t *buf, size_t cap)
 {
-    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
-    if (!tg_record_is_compact(value) || !tg_record_read(TG_RECORD_CREDENTIAL, value, f) ||
-        f[TG_RECORD_CREDENTIAL_CONSUMER].state != TG_RECORD_VALUE)
-        return value;
-    const uint8_t *entry = *owner_slot(o, f[TG_RECORD_CREDENTIAL_CONSUMER].s);
+    tg_str_t ref = tg_record_is_compact(value) ? tg_record_credential_owner_key(value)
+                                               : TG_STR_NULL;
+    const uint8_t *entry = ref.len ? *owner_slot(o, ref) : NULL;
     if (!entry) return value;
     tg_str_t parts[PARTS];
     uint32_t seq;

@@ -510,3 +510,12 @@ bool tg_record_split(tg_str_t value, tg_str_t *credential, tg_str_t *owner)
     *owner = (tg_str_t){(const char *)r.p, (size_t)(r.end - r.p)};
     return is_plain_record(*credential) && is_plain_record(*owner);
 }
+
+tg_str_t tg_record_credential_owner_key(tg_str_t value)
+{
+    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
+    if (!tg_record_read(TG_RECORD_CREDENTIAL, value, f) ||
+        f[TG_RECORD_CREDENTIAL_CONSUMER].state != TG_RECORD_VALUE)
+        return (tg_str_t){value.p, 0};
+    return f[TG_RECORD_CREDENTIAL_CONSUMER].s;
+}

@@ -125,6 +125,9 @@ static inline bool tg_record_is_compact(tg_str_t value)
  */
 size_t tg_record_join(tg_str_t credential, tg_str_t owner, uint8_t *out, size_t cap);
 bool tg_record_split(tg_str_t value, tg_str_t *credential, tg_str_t *owner);
+/* The id key of the consumer a credential record (owned or not) names: a view of its 16-byte
+ * ref; empty when the record names none or is malformed. Who to copy into an owned record. */
+tg_str_t tg_record_credential_owner_key(tg_str_t value);
 
 /* A lower-case canonical UUID as 16 bytes; false for anything else (upper case too). */
 bool tg_record_uuid_pack(tg_str_t s, uint8_t out[TG_RECORD_UUID_LEN]);

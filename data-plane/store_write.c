@@ -363,20 +363,16 @@ static int credential_drop(struct wtx *w, const struct type_db *t, const uint8_t
 static int with_owner(struct wtx *w, const struct prepared *p, uint8_t *buf, size_t cap,
                       MDB_val *value)
 {
-    tg_record_value_t f[TG_RECORD_FIELDS_MAX];
-    if (!p->rec_len || !tg_record_read(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)p->rec,
-                                                                       p->rec_len}, f))
-        return 0;
-    const tg_record_value_t *ref = &f[TG_RECORD_CREDENTIAL_CONSUMER];
-    if (ref->state != TG_RECORD_VALUE) return 0;
+    tg_str_t rec = {(const char *)p->rec, p->rec_len};
+    tg_str_t ref = p->rec_len ? tg_record_credential_owner_key(rec) : TG_STR_NULL;
+    if (!ref.len) return 0;
     MDB_val consumer, mark;
     bool found, changed;
-    int rc = get(w, w->set->changed_consumers, ref->s.p, ref->s.len, &mark, &changed);
+    int rc = get(w, w->set->changed_consumers, ref.p, ref.len, &mark, &changed);
     if (rc == 0 && !changed)
-        rc = get(w, type_dbi(w->set, w->s->consumers), ref->s.p, ref->s.len, &consumer, &found);
+        rc = get(w, type_dbi(w->set, w->s->consumers), ref.p, ref.len, &consumer, &found);
     if (rc || changed || !found) return rc;
-    size_t n = tg_record_join((tg_str_t){(const char *)p->rec, p->rec_len}, val_str(consumer),
-                              buf, cap);
+    size_t n = tg_record_join(rec, val_str(consumer), buf, cap);
     if (n) *value = (MDB_val){n, buf}; /* a consumer stored as JSON gets no copy */
     return 0;
 }
