@@ -10,8 +10,8 @@ Same method as proxy_bench.py: the proxy under test is pinned to CPU 0, wrk (1 t
 an nginx upstream returning a 3-byte 200 share CPU 1, and the proxy's CPU time per request
 comes from /proc/<pid>/stat (utime+stime of every thread). wrk runs keys_random.lua, which
 sends a uniformly random key of the set with every request (so at N = 1 000 000 lookups
-miss the data plane's bounded identity cache and go to the LMDB store); every run uses the
-same script. All data planes stay up and the runs alternate, round after round, so a slow
+miss the data plane's bounded identity cache and go to the LMDB store), or with --traffic zipf
+keys drawn with Zipf's law as real clients send them; every run uses the same script. All data planes stay up and the runs alternate, round after round, so a slow
 minute of the machine hits all of them; the tables give the median round. "proxy CPU load"
 is the proxy's CPU time over the run's wall time: below 100 % the proxy was not what
 limited requests/s (wrk and the upstream on CPU 1 were).
@@ -48,6 +48,7 @@ from harness.procs import free_port, wait_for  # noqa: E402
 from proxy_bench import cpu_seconds, nginx_conf, start, tree  # noqa: E402
 
 LUA = os.path.join(HERE, "keys_random.lua")
+TRAFFIC = "uniform"  # or "zipf" (--traffic): which key each request carries, keys_random.lua
 LOAD_TIMEOUT = 1800  # seconds: a million keys from YAML take a minute or two
 
 
@@ -134,7 +135,8 @@ def run_wrk(url, seconds, conns, keys):
     argv = ["taskset", "-c", "1", "wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s",
             "--latency", "-s", LUA, url]
     out = subprocess.run(argv, capture_output=True, text=True, check=True,
-                         env=dict(os.environ, TG_BENCH_KEYS=str(keys))).stdout
+                         env=dict(os.environ, TG_BENCH_KEYS=str(keys),
+                                  TG_BENCH_TRAFFIC=TRAFFIC)).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
@@ -303,14 +305,19 @@ def report_pair(one, many, args):
     return lines
 
 
+KEY_CHOICE = {"uniform": "a uniformly random key of the set",
+              "zipf": "a key of the set drawn with Zipf's law, s = 1 (key i with probability "
+                      "∝ 1/(i+1): about a fifth of the requests carry one of the 10 first keys)"}
+
+
 def report(pairs, args):
     big = spaced(pairs[0][1]["keys"])
     lines = [f"## Key scale: 1 key vs {big} keys (issue 3)", "",
              f"`tests/bench/keys_bench.py`: DB-less data planes (1 worker thread) loaded from "
              f"generated declarative files: key-auth + rate-limiting (never reached) on the "
              f"route, and 1 or {big} consumers, each with its own key-auth credential. Proxy "
-             f"pinned to CPU 0; wrk (1 thread, {args.connections} connections, a random key of "
-             f"the set on every request) and an nginx upstream returning a 3-byte 200 on CPU 1. "
+             f"pinned to CPU 0; wrk (1 thread, {args.connections} connections, {KEY_CHOICE[TRAFFIC]} "
+             f"on every request) and an nginx upstream returning a 3-byte 200 on CPU 1. "
              f"{args.rounds} rounds of {args.seconds} s per data plane, alternating between all "
              f"of them, each after a 2 s warm-up; the median round (by requests/s) is shown.", ""]
     for one, many in pairs:
@@ -412,9 +419,15 @@ def main():
     ap.add_argument("--reuse", action="store_true",
                     help="with --work and --callgrind: skip the load and the wrk rounds, only run "
                          "callgrind over the stores an earlier run left in --work")
+    ap.add_argument("--traffic", choices=sorted(KEY_CHOICE), default="uniform",
+                    help="which key each request carries: uniform (every key equally likely, "
+                         "the worst case for caches) or zipf (a few keys carry most requests, "
+                         "as in real API traffic)")
     ap.add_argument("--out")
     ap.add_argument("--plot")
     args = ap.parse_args()
+    global TRAFFIC
+    TRAFFIC = args.traffic
     for tool in ("nginx", "wrk", "taskset") + (("valgrind", "callgrind_control")
                                                if args.callgrind else ()):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
