@@ -93,7 +93,7 @@ static void sql(const char *stmt)
 
 /* The first column of the first row as text (caller frees), or NULL when there is no row or it is
  * NULL. */
-static char *sql_value(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static char *sql_value(const char *fmt, ...)
 {
     char q[1024];
     va_list ap;
