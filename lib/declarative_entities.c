@@ -10,6 +10,7 @@
 #include "declarative_entities.h"
 #include "alloc.h"
 #include "declarative.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,11 +45,10 @@ void tg_declarative_entities_init(tg_declarative_ctx_t *cx)
 {
     cx->errors = json_array();
     cx->notices = json_array();
-    cx->seen = json_object();
-    cx->ordinals = json_object();
+    cx->ordinals = tg_strmap_new();
     for (int t = 0; t < TG_DECL_COUNT; t++) {
-        cx->by_id[t] = json_object();
-        cx->by_key[t] = json_object();
+        cx->by_id[t] = tg_strmap_new();
+        cx->by_key[t] = tg_strmap_new();
     }
 }
 
@@ -190,14 +190,17 @@ static void report_fields(tg_declarative_ctx_t *cx, const tg_declarative_item_t 
 static tg_declarative_item_t *claim(tg_declarative_ctx_t *cx, const char *table, const char *value,
                                     const tg_declarative_item_t *it)
 {
-    json_t *t = json_object_get(cx->seen, table);
+    tg_strmap_t *t = NULL;
+    for (size_t i = 0; i < cx->nseen && !t; i++)
+        if (strcmp(cx->seen[i].table, table) == 0) t = cx->seen[i].values;
     if (!t) {
-        t = json_object();
-        json_object_set_new(cx->seen, table, t);
+        if (cx->nseen == TG_DECLARATIVE_SEEN_MAX) tg_fatal("too many unique-value tables");
+        t = cx->seen[cx->nseen].values = tg_strmap_new();
+        cx->seen[cx->nseen++].table = tg_strdup(table);
     }
-    json_t *pos = json_object_get(t, value);
-    if (pos) return cx->items[json_integer_value(pos)];
-    json_object_set_new(t, value, json_integer((json_int_t)it->seq));
+    uint32_t pos;
+    if (tg_strmap_get(t, value, &pos)) return cx->items[pos];
+    tg_strmap_put(t, value, (uint32_t)it->seq);
     return NULL;
 }
 
@@ -236,8 +239,7 @@ static void index_unique(tg_declarative_ctx_t *cx, tg_declarative_item_t *it)
             report_duplicate(cx, it, f->name, what, first);
             free(what);
         } else if (s->endpoint_key && strcmp(f->name, s->endpoint_key) == 0) {
-            json_object_set_new(cx->by_key[it->type], json_string_value(v),
-                                json_integer((json_int_t)it->seq));
+            tg_strmap_put(cx->by_key[it->type], json_string_value(v), (uint32_t)it->seq);
         }
     }
 }
@@ -271,11 +273,11 @@ enum { BY_EITHER, BY_ID, BY_KEY };
 static tg_declarative_item_t *find(const tg_declarative_ctx_t *cx, int type, const char *key,
                                    int how)
 {
-    json_t *pos = NULL;
+    uint32_t pos;
     /* Kong looks the endpoint key up first: a username may look like a UUID. */
-    if (how != BY_ID) pos = json_object_get(cx->by_key[type], key);
-    if (!pos && how != BY_KEY) pos = json_object_get(cx->by_id[type], key);
-    return pos ? cx->items[json_integer_value(pos)] : NULL;
+    if (how != BY_ID && tg_strmap_get(cx->by_key[type], key, &pos)) return cx->items[pos];
+    if (how != BY_KEY && tg_strmap_get(cx->by_id[type], key, &pos)) return cx->items[pos];
+    return NULL;
 }
 
 /* {"id": x} or {"<endpoint key>": x}; anything else is left for the validator to describe. */
@@ -407,9 +409,10 @@ static void ordinal_key(tg_declarative_ctx_t *cx, const tg_declarative_item_t *i
         free(*scope);
         *scope = next;
     }
-    json_int_t k = json_integer_value(json_object_get(cx->ordinals, *scope));
-    json_object_set_new(cx->ordinals, *scope, json_integer(k + 1));
-    snprintf(num, numlen, "%lld", (long long)k);
+    uint32_t k = 0;
+    tg_strmap_get(cx->ordinals, *scope, &k); /* 0 when the scope is new */
+    tg_strmap_put(cx->ordinals, *scope, k + 1);
+    snprintf(num, numlen, "%u", k);
 }
 
 static void derive_id(tg_declarative_ctx_t *cx, tg_declarative_item_t *it)
@@ -435,15 +438,16 @@ static void assign_id(tg_declarative_ctx_t *cx, tg_declarative_item_t *it)
         snprintf(it->id, sizeof(it->id), "%s", json_string_value(v));
     else
         derive_id(cx, it); /* a malformed id is the validator's to report; children need one */
-    json_t *pos = json_object_get(cx->by_id[it->type], it->id);
+    uint32_t pos;
+    bool taken = tg_strmap_get(cx->by_id[it->type], it->id, &pos);
     /* Derived ids collide only when natural keys do, which is reported already. */
-    if (pos && given) {
+    if (taken && given) {
         char *what = tg_asprintf("with primary key set to '%s'", it->id);
-        report_duplicate(cx, it, "id", what, cx->items[json_integer_value(pos)]);
+        report_duplicate(cx, it, "id", what, cx->items[pos]);
         free(what);
     }
-    if (pos) return;
-    json_object_set_new(cx->by_id[it->type], it->id, json_integer((json_int_t)it->seq));
+    if (taken) return;
+    tg_strmap_put(cx->by_id[it->type], it->id, (uint32_t)it->seq);
 }
 
 /* ---------------------------------------------------------------- input and validation */
@@ -575,11 +579,14 @@ json_t *tg_declarative_entities_finish(tg_declarative_ctx_t *cx)
     }
     free(cx->items);
     for (int t = 0; t < TG_DECL_COUNT; t++) {
-        json_decref(cx->by_id[t]);
-        json_decref(cx->by_key[t]);
+        tg_strmap_free(cx->by_id[t]);
+        tg_strmap_free(cx->by_key[t]);
     }
-    json_decref(cx->seen);
-    json_decref(cx->ordinals);
+    for (size_t i = 0; i < cx->nseen; i++) {
+        free(cx->seen[i].table);
+        tg_strmap_free(cx->seen[i].values);
+    }
+    tg_strmap_free(cx->ordinals);
     json_decref(cx->notices);
     tg_declarative_yaml_free(cx->doc);
     json_t *out = sorted_errors(cx->errors);

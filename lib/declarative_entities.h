@@ -13,6 +13,7 @@
 #include "crypto.h"
 #include "declarative_yaml.h"
 #include "schema.h"
+#include "strmap.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -34,6 +35,9 @@ typedef struct tg_declarative_coll {
 } tg_declarative_coll_t;
 
 extern const tg_declarative_coll_t tg_declarative_colls[TG_DECL_COUNT];
+
+/* Tables of unique values: the unique fields of all collections, and plugins' scope. */
+#define TG_DECLARATIVE_SEEN_MAX 16
 
 /* One entity of the file, nested or top-level. */
 typedef struct tg_declarative_item {
@@ -58,10 +62,15 @@ typedef struct tg_declarative_ctx {
     size_t n, cap;
     const char *format_version;
     const json_t *info, *select_tags, *defaults;
-    json_t *by_id[TG_DECL_COUNT];  /* id → item position */
-    json_t *by_key[TG_DECL_COUNT]; /* endpoint key → item position */
-    json_t *seen;                  /* "<collection>.<field>" → {value → item position} */
-    json_t *ordinals;              /* "<collection>/<scope>" → count of unnamed entities so far */
+    /* Indexes (item positions fit 32 bits: a file holds at most TG_DECLARATIVE_MAX_BYTES) */
+    tg_strmap_t *by_id[TG_DECL_COUNT];  /* id → item position */
+    tg_strmap_t *by_key[TG_DECL_COUNT]; /* endpoint key → item position */
+    struct tg_declarative_seen {        /* per "<collection>.<field>": value → item position */
+        char *table;
+        tg_strmap_t *values;
+    } seen[TG_DECLARATIVE_SEEN_MAX];
+    size_t nseen;
+    tg_strmap_t *ordinals; /* "<collection>/<scope>" → count of unnamed entities so far */
 } tg_declarative_ctx_t;
 
 /* The collection called `name`, or -1. */

@@ -1,0 +1,117 @@
+/*
+ * strmap.c — see strmap.h.
+ *
+ * Open addressing with linear probing over 16-byte slots: the hash's upper 32 bits (so most
+ * probes that meet another key never read its bytes), the value, and the key's offset + 1 in
+ * the arena (0: an empty slot). The arena holds the keys one after another with their NULs;
+ * offsets stay valid when it grows. Nothing is ever removed, so probing needs no tombstones.
+ */
+#include "strmap.h"
+#include "alloc.h"
+#include "crypto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MIN_SLOTS 64 /* a power of two */
+
+struct slot {
+    uint32_t tag; /* the hash's upper half */
+    uint32_t value;
+    uint64_t key; /* offset + 1 of the key in the arena; 0: empty */
+};
+
+struct tg_strmap {
+    struct slot *slots;
+    size_t nslots, count; /* nslots: a power of two */
+    char *arena;
+    size_t used, cap;
+    uint64_t seed;
+};
+
+static uint64_t hash(const tg_strmap_t *m, const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ULL;
+    return h ^ (h >> 29); /* FNV's low bits mix poorly; the index uses them */
+}
+
+tg_strmap_t *tg_strmap_new(void)
+{
+    tg_strmap_t *m = tg_calloc(1, sizeof *m);
+    m->nslots = MIN_SLOTS;
+    m->slots = tg_calloc(m->nslots, sizeof *m->slots);
+    tg_random_bytes(&m->seed, sizeof m->seed);
+    return m;
+}
+
+void tg_strmap_free(tg_strmap_t *m)
+{
+    if (!m) return;
+    free(m->slots);
+    free(m->arena);
+    free(m);
+}
+
+size_t tg_strmap_count(const tg_strmap_t *m)
+{
+    return m->count;
+}
+
+/* The slot holding `key`, or the empty one where it would go. */
+static struct slot *probe(const tg_strmap_t *m, const char *key, uint64_t h)
+{
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t i = (size_t)h & (m->nslots - 1);; i = (i + 1) & (m->nslots - 1)) {
+        struct slot *s = &m->slots[i];
+        if (!s->key || (s->tag == tag && strcmp(m->arena + s->key - 1, key) == 0)) return s;
+    }
+}
+
+bool tg_strmap_get(const tg_strmap_t *m, const char *key, uint32_t *value)
+{
+    const struct slot *s = probe(m, key, hash(m, key));
+    if (!s->key) return false;
+    if (value) *value = s->value;
+    return true;
+}
+
+/* Doubles the slots and places every key again (their hashes are recomputed: keys are
+ * short, and a slot has no room to keep the whole hash). */
+static void grow(tg_strmap_t *m)
+{
+    struct slot *old = m->slots;
+    size_t n = m->nslots;
+    m->nslots = n * 2;
+    m->slots = tg_calloc(m->nslots, sizeof *m->slots);
+    for (size_t i = 0; i < n; i++) {
+        if (!old[i].key) continue;
+        *probe(m, m->arena + old[i].key - 1, hash(m, m->arena + old[i].key - 1)) = old[i];
+    }
+    free(old);
+}
+
+void tg_strmap_put(tg_strmap_t *m, const char *key, uint32_t value)
+{
+    uint64_t h = hash(m, key);
+    struct slot *s = probe(m, key, h);
+    if (s->key) {
+        s->value = value;
+        return;
+    }
+    if ((m->count + 1) * 10 > m->nslots * 7) { /* keep the load at most 70 % */
+        grow(m);
+        s = probe(m, key, h);
+    }
+    size_t len = strlen(key) + 1;
+    if (m->cap - m->used < len) {
+        while (m->cap - m->used < len)
+            m->cap = m->cap ? m->cap * 2 : 4096;
+        m->arena = tg_realloc(m->arena, m->cap);
+    }
+    memcpy(m->arena + m->used, key, len);
+    *s = (struct slot){(uint32_t)(h >> 32), value, (uint64_t)m->used + 1};
+    m->used += len;
+    m->count++;
+}
