@@ -692,6 +692,29 @@ static void test_concurrent_inserts(void **state)
     tg_rl_counters_destroy(c);
 }
 
+/* A slot keeps a window's end in whole seconds: other windows are refused, not mixed up. */
+static void test_counters_window_bounds(void **state)
+{
+    (void)state;
+    tg_rl_counters_t *c;
+    tg_rl_counter_t h;
+    assert_int_equal(tg_rl_counters_create(16, 16, &c), 0);
+    tg_rl_window_t ok = tg_rl_counters_window(TG_RL_SECOND, T_1450_00);
+    tg_rl_window_t odd = {ok.start_ms, ok.end_ms + 1}, past_2106 = {0, (INT64_C(1) << 32) * 1000},
+                   negative = {-2000, -1000};
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("k"), odd, &h), -TG_EINVAL);
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("k"), past_2106, &h),
+                     -TG_EINVAL);
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("k"), negative, &h),
+                     -TG_EINVAL);
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("k"), ok, &h), 0);
+    tg_rl_counters_add(&h, 3);
+    tg_rl_counter_t again;
+    assert_int_equal(tg_rl_counters_acquire(c, TG_RL_SECOND, TG_STR("k"), ok, &again), 0);
+    assert_int_equal(tg_rl_counters_get(&again), 3);
+    tg_rl_counters_destroy(c);
+}
+
 /* A full bucket refuses new keys; once their window is over, slots are reused. */
 static void test_counters_expiry(void **state)
 {
@@ -933,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_threads_share_counters),
         cmocka_unit_test(test_threads_limit),
         cmocka_unit_test(test_concurrent_inserts),
+        cmocka_unit_test(test_counters_window_bounds),
         cmocka_unit_test(test_counters_expiry),
         cmocka_unit_test(test_grows_past_initial),
         cmocka_unit_test(test_grows_concurrently),

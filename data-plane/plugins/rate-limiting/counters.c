@@ -61,15 +61,21 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
 
 enum state { EMPTY = 0, BUSY = 1, READY = 2 };
 
+/*
+ * 16 bytes: a counter per live identifier is most of what rate-limiting by consumer costs at
+ * a million consumers. `key` packs the key's fingerprint (32 bits of its hash) and its
+ * window's end in whole seconds (windows are calendar-aligned, tg_rl_counters_window):
+ * written and read as one word, so a reader never pairs one key's fingerprint with another's
+ * window.
+ */
 struct slot {
     _Atomic uint64_t word;
-    _Atomic uint64_t fp; /* 64 bits of the key's hash; the other 64 chose bucket and tag */
-    _Atomic int64_t end_ms;
+    _Atomic uint64_t key; /* fingerprint << 32 | window end in seconds */
 };
 
 #define BUCKET_SLOTS TG_RL_COUNTERS_BUCKET
 
-/* A bucket: its header fills the first cache line, its slots the next six. */
+/* A bucket: its header fills the first cache line, its slots the next four. */
 struct bucket {
     _Alignas(64) _Atomic uint16_t tags[BUCKET_SLOTS]; /* 0: no key yet */
     _Atomic int64_t min_end;
@@ -374,17 +380,19 @@ static void siphash128(const uint8_t key[SEED_LEN], const uint8_t *in, size_t le
 /* ------------------------------------------------------------------ slots */
 
 struct want {
-    uint64_t fp;  /* stored in the slot, compared */
-    uint64_t sel; /* chooses the bucket in level 0 and the tag */
+    uint64_t fp;  /* its upper half is stored in the slot and compared */
+    uint64_t sel; /* chooses the bucket in level 0 and the tag, also compared */
+    uint64_t key; /* what the slot's key word holds for this key and window */
     tg_rl_window_t w;
 };
 
 /*
  * The key's 128-bit hash, SipHash-2-4-128 keyed with the table's secret seed (a keyed PRF:
  * clients who do not know the seed can neither aim keys at one bucket nor make two keys
- * collide): 64 bits are kept in the slot as the key's fingerprint, the other 64 choose its
- * bucket and its tag. Two keys are taken for one only if all 128 agree (same bucket, same
- * fingerprint): about 2^-64 per comparison, for keys no client can choose.
+ * collide): 32 bits of h[0] are kept in the slot as the key's fingerprint, h[1] chooses its
+ * bucket and its 16-bit tag. Two keys are taken for one only if bucket, tag and fingerprint
+ * all agree: 2^-48 per comparison within a bucket, so a new key meets another's counter
+ * about once in 2^44 lookups (16 slots a bucket), for keys no client can choose.
  */
 static void fingerprint(const tg_rl_counters_t *c, tg_str_t key, uint64_t *home, struct want *k)
 {
@@ -392,6 +400,7 @@ static void fingerprint(const tg_rl_counters_t *c, tg_str_t key, uint64_t *home,
     siphash128(c->seed, (const uint8_t *)key.p, key.len, h);
     k->fp = h[0];
     k->sel = h[1];
+    k->key = (h[0] >> 32) << 32 | (uint64_t)(k->w.end_ms / 1000);
     *home = h[1];
 }
 
@@ -448,8 +457,7 @@ static bool claim(struct bucket *b, unsigned i, uint64_t w, const struct want *k
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
     atomic_store_explicit(&b->tags[i], tag_of(k), memory_order_release);
-    atomic_store_explicit(&s->fp, k->fp, memory_order_release);
-    atomic_store_explicit(&s->end_ms, k->w.end_ms, memory_order_release);
+    atomic_store_explicit(&s->key, k->key, memory_order_release);
     atomic_store_explicit(&s->word, mkword(gen, READY, 0), memory_order_release);
     *out = (tg_rl_counter_t){s, gen};
     return true;
@@ -459,11 +467,11 @@ static bool claim(struct bucket *b, unsigned i, uint64_t w, const struct want *k
  * What a READY slot holds, read consistently (a seqlock): the acquire loads keep the second
  * look at the word after them, so an unchanged generation means no writer came in between.
  */
-static bool read_key(struct slot *s, uint64_t w, uint64_t *fp, int64_t *end)
+static bool read_key(struct bucket *b, unsigned i, uint64_t w, uint16_t *tag, uint64_t *key)
 {
-    *fp = atomic_load_explicit(&s->fp, memory_order_acquire);
-    *end = atomic_load_explicit(&s->end_ms, memory_order_acquire);
-    uint64_t again = atomic_load_explicit(&s->word, memory_order_acquire);
+    *tag = atomic_load_explicit(&b->tags[i], memory_order_acquire);
+    *key = atomic_load_explicit(&b->slots[i].key, memory_order_acquire);
+    uint64_t again = atomic_load_explicit(&b->slots[i].word, memory_order_acquire);
     return w_state(again) == READY && w_gen(again) == w_gen(w);
 }
 
@@ -478,9 +486,11 @@ static enum verdict probe(struct bucket *b, unsigned i, const struct want *k, tg
     uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
     if (w_state(w) == BUSY && !wait_not_busy(s, &w)) return TIMEOUT;
     if (w_state(w) == EMPTY) return claim(b, i, w, k, out) ? CLAIMED : RETRY;
-    uint64_t fp;
-    if (!read_key(s, w, &fp, end)) return RETRY;
-    if (fp == k->fp && *end == k->w.end_ms) {
+    uint64_t key;
+    uint16_t tag;
+    if (!read_key(b, i, w, &tag, &key)) return RETRY;
+    *end = (int64_t)(uint32_t)key * 1000;
+    if (key == k->key && tag == tag_of(k)) {
         *out = (tg_rl_counter_t){s, w_gen(w)};
         return FOUND;
     }
@@ -543,6 +553,8 @@ int tg_rl_counters_acquire(tg_rl_counters_t *c, tg_rl_period_t p, tg_str_t key, 
                            tg_rl_counter_t *out)
 {
     if (p >= TG_RL_NPERIODS) return -TG_EINVAL;
+    /* the slot keeps the window's end in whole seconds, as 32 bits (until 2106) */
+    if (w.end_ms % 1000 != 0 || w.end_ms < 0 || w.end_ms / 1000 > UINT32_MAX) return -TG_EINVAL;
     struct table *t = &c->tables[p];
     struct want k = {.w = w};
     uint64_t home;

@@ -26,7 +26,7 @@
  * gives up with -TG_EAGAIN instead of blocking. A new level is installed with one
  * compare-and-swap (a thread that lost the race unmaps its copy).
  *
- * Expiry and memory bound: slots are 24 bytes (28 with their share of the bucket header) in
+ * Expiry and memory bound: slots are 16 bytes (20 with their share of the bucket header) in
  * anonymous mappings, touched as used. A slot whose window ended before the window of the key
  * being looked up is reused in place; there is no sweeper. Because every key in one table has the
  * same period, "ended before my window began" is exactly "expired", and the rule never depends on a
