@@ -317,7 +317,13 @@ static uint64_t take_varint(struct reader *r)
         const uint8_t *b = take(r, 1);
         if (!b) return 0;
         v |= (uint64_t)(*b & 0x7f) << (7 * i);
-        if (!(*b & 0x80)) return v;
+        if (*b & 0x80) continue;
+        /* Only the shortest form, the one put_varint writes: a final 0 after other bytes is
+         * an overlong encoding, and the tenth byte holds the 64th bit alone. So a value is
+         * read back from exactly one byte string, and a record re-written from what it
+         * holds is the same bytes (a damaged one is refused, not read another way). */
+        if ((i > 0 && *b == 0) || (i == VARINT_MAX - 1 && *b > 1)) break;
+        return v;
     }
     r->ok = false;
     return 0;

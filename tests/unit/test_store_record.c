@@ -716,6 +716,15 @@ static void test_owned_record_form(void **state)
     assert_false(tg_record_read(TG_RECORD_CONSUMER, j, v));
     for (size_t n = 1; n < cn + 3; n++)
         assert_false(tg_record_split((tg_str_t){(const char *)joined, n}, &got_c, &got_o));
+    /* the credential's length written overlong (two bytes where one will do): refused, so
+     * a stored value is read from one byte string only (found by fuzz_store_record) */
+    assert_true(cn < 0x80 && joined[1] == cn);
+    uint8_t overlong[2 * TG_RECORD_MAX + 1];
+    overlong[0] = joined[0];
+    overlong[1] = (uint8_t)(cn | 0x80);
+    overlong[2] = 0;
+    memcpy(overlong + 3, joined + 2, jn - 2);
+    assert_false(tg_record_split((tg_str_t){(const char *)overlong, jn + 1}, &got_c, &got_o));
     joined[2] = 0x7b;
     assert_false(tg_record_split(j, &got_c, &got_o));
     assert_null(tg_record_decode(TG_RECORD_CREDENTIAL, (tg_str_t){(const char *)key, 32}, j));
