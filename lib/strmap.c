@@ -1,9 +1,11 @@
 /*
  * strmap.c — see strmap.h.
  *
- * Open addressing with linear probing over 16-byte slots: the hash's upper 32 bits (so most
- * probes that meet another key never read its bytes), the value, and the key's offset + 1 in
- * the arena (0: an empty slot). The arena holds the keys one after another with their NULs;
+ * Open addressing with linear probing over 16-byte slots: a 32-bit hash of the key, the
+ * value, and the key's offset + 1 in the arena (0: an empty slot). The stored hash both picks
+ * the home slot and filters probes (one that meets another key rarely reads its bytes), and
+ * growing places every slot again from it alone: the arena, hundreds of MiB for millions of
+ * keys, is not read then. The arena holds the keys one after another with their NULs;
  * offsets stay valid when it grows. Nothing is ever removed, so probing needs no tombstones.
  */
 #include "strmap.h"
@@ -16,7 +18,7 @@
 #define MIN_SLOTS 64 /* a power of two */
 
 struct slot {
-    uint32_t tag; /* the hash's upper half */
+    uint32_t hash;
     uint32_t value;
     uint64_t key; /* offset + 1 of the key in the arena; 0: empty */
 };
@@ -29,12 +31,12 @@ struct tg_strmap {
     uint64_t seed;
 };
 
-static uint64_t hash(const tg_strmap_t *m, const char *key)
+static uint32_t hash(const tg_strmap_t *m, const char *key)
 {
     uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
     for (const unsigned char *p = (const unsigned char *)key; *p; p++)
         h = (h ^ *p) * 0x100000001b3ULL;
-    return h ^ (h >> 29); /* FNV's low bits mix poorly; the index uses them */
+    return (uint32_t)(h >> 32) ^ (uint32_t)h; /* FNV's low bits mix poorly on their own */
 }
 
 tg_strmap_t *tg_strmap_new(void)
@@ -60,12 +62,11 @@ size_t tg_strmap_count(const tg_strmap_t *m)
 }
 
 /* The slot holding `key`, or the empty one where it would go. */
-static struct slot *probe(const tg_strmap_t *m, const char *key, uint64_t h)
+static struct slot *probe(const tg_strmap_t *m, const char *key, uint32_t h)
 {
-    uint32_t tag = (uint32_t)(h >> 32);
-    for (size_t i = (size_t)h & (m->nslots - 1);; i = (i + 1) & (m->nslots - 1)) {
+    for (size_t i = h & (m->nslots - 1);; i = (i + 1) & (m->nslots - 1)) {
         struct slot *s = &m->slots[i];
-        if (!s->key || (s->tag == tag && strcmp(m->arena + s->key - 1, key) == 0)) return s;
+        if (!s->key || (s->hash == h && strcmp(m->arena + s->key - 1, key) == 0)) return s;
     }
 }
 
@@ -77,8 +78,8 @@ bool tg_strmap_get(const tg_strmap_t *m, const char *key, uint32_t *value)
     return true;
 }
 
-/* Doubles the slots and places every key again (their hashes are recomputed: keys are
- * short, and a slot has no room to keep the whole hash). */
+/* Doubles the slots and places every key again by its stored hash (keys are distinct, so
+ * the first empty slot of the probe is its place). */
 static void grow(tg_strmap_t *m)
 {
     struct slot *old = m->slots;
@@ -87,14 +88,17 @@ static void grow(tg_strmap_t *m)
     m->slots = tg_calloc(m->nslots, sizeof *m->slots);
     for (size_t i = 0; i < n; i++) {
         if (!old[i].key) continue;
-        *probe(m, m->arena + old[i].key - 1, hash(m, m->arena + old[i].key - 1)) = old[i];
+        size_t at = old[i].hash & (m->nslots - 1);
+        while (m->slots[at].key)
+            at = (at + 1) & (m->nslots - 1);
+        m->slots[at] = old[i];
     }
     free(old);
 }
 
 void tg_strmap_put(tg_strmap_t *m, const char *key, uint32_t value)
 {
-    uint64_t h = hash(m, key);
+    uint32_t h = hash(m, key);
     struct slot *s = probe(m, key, h);
     if (s->key) {
         s->value = value;
@@ -111,7 +115,7 @@ void tg_strmap_put(tg_strmap_t *m, const char *key, uint32_t value)
         m->arena = tg_realloc(m->arena, m->cap);
     }
     memcpy(m->arena + m->used, key, len);
-    *s = (struct slot){(uint32_t)(h >> 32), value, (uint64_t)m->used + 1};
+    *s = (struct slot){h, value, (uint64_t)m->used + 1};
     m->used += len;
     m->count++;
 }
