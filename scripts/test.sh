@@ -6,7 +6,8 @@
 #   4. runs the integration tests (pytest, real processes) against build/tollgate, then the
 #      tests marked `asan` against build-asan/tollgate,
 #   5. builds the whole tree with clang as the README's fuzzing instructions do (build-fuzz/,
-#      -DTG_FUZZ=ON) and runs each libFuzzer target for a short while from an empty corpus,
+#      -DTG_FUZZ=ON) and runs each libFuzzer target for a fixed number of inputs from an
+#      empty corpus and a fixed seed,
 #   6. prints one line `N passed, N failed` (`, N skipped` when some were) summing all of it,
 #      and exits non-zero if anything failed (a build failure counts as a failure).
 # Everything runs with TMPDIR set to one private directory; on exit every process still
@@ -14,8 +15,8 @@
 #
 # Knobs: TG_BUILD_DIR, TG_ASAN_BUILD_DIR (default build, build-asan), TG_JOBS (default nproc),
 # TG_SKIP_ASAN=1 (skip the sanitizer build), TG_PYTEST_ARGS (extra pytest arguments),
-# TG_FUZZ_BUILD_DIR (default build-fuzz), TG_FUZZ_SECONDS (per target, default 20; 0 skips
-# the fuzz step).
+# TG_FUZZ_BUILD_DIR (default build-fuzz), TG_FUZZ_RUNS (inputs per target, default 5000000,
+# a few seconds each; 0 skips the fuzz step).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -23,7 +24,7 @@ ROOT=$(pwd)
 BUILD=${TG_BUILD_DIR:-build}
 ASAN_BUILD=${TG_ASAN_BUILD_DIR:-build-asan}
 FUZZ_BUILD=${TG_FUZZ_BUILD_DIR:-build-fuzz}
-FUZZ_SECONDS=${TG_FUZZ_SECONDS:-20}
+FUZZ_RUNS=${TG_FUZZ_RUNS:-5000000}
 JOBS=${TG_JOBS:-$(nproc)}
 PY=/usr/bin/python3
 PYTEST_TIMEOUT=1500 # seconds per pytest run; the harness bounds every wait, this is a backstop
@@ -176,15 +177,18 @@ run_pytest() { # <label> <binary> <pytest args...>
 # ---- 5. fuzz targets ----------------------------------------------------------------------
 # A smoke run, not a fuzzing campaign: it keeps the targets (and the tree under clang, whose
 # warnings differ from gcc's) building, and catches a crash that shows up within seconds.
-# A crashing input is kept in $FUZZ_BUILD/artifacts/ (the rest of RUN_TMP goes at exit).
+# A count of inputs and a seed rather than a time: the same code explores the same inputs on
+# any machine, so the step passes or fails the same way every time (a campaign, README,
+# explores further). A crashing input is kept in $FUZZ_BUILD/artifacts/ (the rest of
+# RUN_TMP goes at exit).
 run_fuzzers() {
   local passed=0 failed=0 target name
   for target in "$FUZZ_BUILD"/fuzz_*; do
     [ -x "$target" ] || continue
     name=$(basename "$target")
     mkdir -p "$RUN_TMP/corpus-$name" "$FUZZ_BUILD/artifacts"
-    step "fuzzing $name for ${FUZZ_SECONDS} s"
-    if "$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+    step "fuzzing $name: $FUZZ_RUNS inputs"
+    if "$target" -runs="$FUZZ_RUNS" -seed=1 -print_final_stats=1 \
       -artifact_prefix="$FUZZ_BUILD/artifacts/$name-" "$RUN_TMP/corpus-$name" 2>&1 | tail -n 15; then
       passed=$((passed + 1))
     else
@@ -194,9 +198,9 @@ run_fuzzers() {
   done
   [ $((passed + failed)) -eq 0 ] && failed=1 # no target built: the build is broken
   PASSED=$((PASSED + passed)) FAILED=$((FAILED + failed))
-  REPORT+=("$(printf '%-36s %s passed, %s failed, 0 skipped' "fuzz $FUZZ_BUILD/ (${FUZZ_SECONDS} s each)" "$passed" "$failed")")
+  REPORT+=("$(printf '%-36s %s passed, %s failed, 0 skipped' "fuzz $FUZZ_BUILD/ ($FUZZ_RUNS inputs)" "$passed" "$failed")")
 }
-if [ "$FUZZ_SECONDS" != 0 ]; then
+if [ "$FUZZ_RUNS" != 0 ]; then
   if build "$FUZZ_BUILD" -DTG_FUZZ=ON -DCMAKE_C_COMPILER=clang; then
     run_fuzzers
   else
