@@ -8,6 +8,7 @@
 #include "http.h"
 #include "log.h"
 #include "store_record.h"
+#include "str.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -71,9 +72,7 @@ static struct entry *slot_of(tg_identity_cache_t *c, enum kind kind, tg_str_t ke
         memcpy(&h, key.p, sizeof h); /* key.len == 32 */
         return &c->slots[(h ^ (uint64_t)kind) & (CACHE_SLOTS - 1)];
     }
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
-    for (size_t i = 0; i < key.len; i++)
-        h = (h ^ (unsigned char)key.p[i]) * 0x100000001b3ULL;
+    uint64_t h = tg_fnv1a(key.p, key.len, TG_FNV1A_BASIS ^ (uint64_t)kind);
     return &c->slots[(h ^ (h >> 32)) & (CACHE_SLOTS - 1)];
 }
 

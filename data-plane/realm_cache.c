@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "crypto.h"
+#include "str.h"
 
 #include <string.h>
 
@@ -42,7 +43,7 @@ static size_t bucket_of(const tg_realm_cache_t *c, const char *realm, const uint
 {
     uint64_t h;
     memcpy(&h, d, sizeof h);
-    for (const char *p = realm; *p; p++) h = (h ^ (uint8_t)*p) * 0x100000001b3ULL;
+    h = tg_fnv1a(realm, strlen(realm), h);
     h ^= c->secret;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdULL;

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "store_bulk.h"
 #include "store_int.h"
+#include "str.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -210,9 +211,7 @@ struct owners {
 
 static size_t owner_hash(tg_str_t key)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (size_t i = 0; i < key.len; i++)
-        h = (h ^ (uint8_t)key.p[i]) * 0x100000001b3ULL;
+    uint64_t h = tg_fnv1a(key.p, key.len, TG_FNV1A_BASIS);
     return (size_t)(h ^ (h >> 29));
 }
 

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -45,6 +46,22 @@ static inline bool tg_str_starts_with(tg_str_t s, const char *prefix)
 {
     size_t n = strlen(prefix);
     return s.len >= n && memcmp(s.p, prefix, n) == 0;
+}
+
+/* FNV-1a's 64-bit offset basis: the usual start of tg_fnv1a (callers mix a seed into it). */
+#define TG_FNV1A_BASIS UINT64_C(0xcbf29ce484222325)
+
+/*
+ * 64-bit FNV-1a of n bytes, continuing from h: for the process's own hash tables of short
+ * keys (not for anything an attacker aims at without a secret mixed in). Its low bits mix
+ * poorly, so tables fold the high bits in before masking.
+ */
+static inline uint64_t tg_fnv1a(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * UINT64_C(0x100000001b3);
+    return h;
 }
 
 #endif

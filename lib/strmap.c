@@ -11,6 +11,7 @@
 #include "strmap.h"
 #include "alloc.h"
 #include "crypto.h"
+#include "str.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,10 +34,8 @@ struct tg_strmap {
 
 static uint32_t hash(const tg_strmap_t *m, const char *key)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ m->seed;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ULL;
-    return (uint32_t)(h >> 32) ^ (uint32_t)h; /* FNV's low bits mix poorly on their own */
+    uint64_t h = tg_fnv1a(key, strlen(key), TG_FNV1A_BASIS ^ m->seed);
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
 }
 
 tg_strmap_t *tg_strmap_new(void)

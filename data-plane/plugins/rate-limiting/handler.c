@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugin.h"
+#include "str.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -290,8 +291,7 @@ static struct handle_slot *handle_slot(const rl_conf_t *c, tg_rl_period_t p, int
         h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
         h ^= h >> 29;
     }
-    for (; i < ident.len; i++)
-        h = (h ^ (unsigned char)ident.p[i]) * 0x100000001b3ULL;
+    h = tg_fnv1a(ident.p + i, ident.len - i, h);
     return &handles[(h ^ (h >> 32)) & (HANDLE_SLOTS - 1)];
 }
 
